@@ -1,0 +1,136 @@
+"""Split documents into token windows of the encoder's own tokenizer.
+
+A window holds at most ``chunk_tokens`` tokens including the model's special tokens, so the
+encoder never truncates a chunk: no text is silently lost. Windows end and start on word
+boundaries where one lies in reach, so re-tokenizing a chunk's text gives the same tokens.
+Consecutive windows of a document share ``overlap`` tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from embedlab.corpus import Document, Reject
+
+CHUNK_ID_SEP = "#"
+
+
+def make_chunk_id(doc_id: str, chunk_index: int) -> str:
+    """``doc_id#chunk_index``; the last ``#`` splits it back, so ids never collide."""
+    return f"{doc_id}{CHUNK_ID_SEP}{chunk_index}"
+
+
+def split_chunk_id(chunk_id: str) -> tuple[str, int]:
+    doc_id, _, index = chunk_id.rpartition(CHUNK_ID_SEP)
+    return doc_id, int(index)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    chunk_id: str
+    doc_id: str
+    chunk_index: int
+    char_start: int  # offsets into Document.text
+    char_end: int
+    text: str
+    input_ids: np.ndarray  # (n_tokens,) int32, special tokens included
+    truncated_tokens: int = 0  # tokens cut off the document (truncate mode only)
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+class Chunker:
+    """Tokenize documents in blocks and cut them into windows.
+
+    Args:
+        tokenizer: a Hugging Face fast tokenizer (``tokenizer.backend_tokenizer`` is used).
+        chunk_tokens: tokens per window, special tokens included.
+        overlap: tokens shared by consecutive windows.
+        truncate: keep only the first window of each document.
+    """
+
+    def __init__(self, tokenizer, chunk_tokens: int, overlap: int = 32, truncate: bool = False):
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise TypeError("chunking needs a fast (Rust) tokenizer")
+        self._tok = backend.__class__.from_str(backend.to_str())
+        self._tok.no_truncation()
+        self._tok.no_padding()
+        probe = self._tok.encode("a", add_special_tokens=True)
+        mask = probe.special_tokens_mask
+        first = mask.index(0)
+        last = len(mask) - 1 - mask[::-1].index(0)
+        self.prefix = list(probe.ids[:first])
+        self.suffix = list(probe.ids[last + 1:])
+        self.chunk_tokens = chunk_tokens
+        self.window = chunk_tokens - len(self.prefix) - len(self.suffix)
+        if self.window < 4:
+            raise ValueError(f"chunk_tokens={chunk_tokens} leaves no room for text")
+        if overlap >= self.window // 2:
+            raise ValueError(f"overlap {overlap} must be less than half the window ({self.window})")
+        self.overlap = overlap
+        self.truncate = truncate
+
+    def chunk(self, docs: Sequence[Document]) -> tuple[list[Chunk], list[Reject]]:
+        encodings = self._tok.encode_batch([d.text for d in docs], add_special_tokens=False)
+        chunks: list[Chunk] = []
+        rejects: list[Reject] = []
+        for doc, enc in zip(docs, encodings):
+            ids = np.asarray(enc.ids, dtype=np.int32)
+            if ids.size == 0:
+                rejects.append(Reject(doc.source, doc.line, doc.doc_id, "text has no tokens"))
+                continue
+            offsets = enc.offsets
+            starts_word = _word_starts(enc.word_ids)
+            for index, (s, e) in enumerate(self._windows(len(ids), starts_word)):
+                cs, ce = offsets[s][0], offsets[e - 1][1]
+                chunks.append(Chunk(
+                    chunk_id=make_chunk_id(doc.doc_id, index),
+                    doc_id=doc.doc_id,
+                    chunk_index=index,
+                    char_start=int(cs),
+                    char_end=int(ce),
+                    text=doc.text[cs:ce],
+                    input_ids=np.concatenate(
+                        [np.asarray(self.prefix, np.int32), ids[s:e], np.asarray(self.suffix, np.int32)]
+                    ),
+                    truncated_tokens=len(ids) - e if self.truncate else 0,
+                ))
+        return chunks, rejects
+
+    def _windows(self, n: int, starts_word: np.ndarray) -> list[tuple[int, int]]:
+        w = self.window
+        if self.truncate or n <= w:
+            return [(0, min(n, w))]
+        out = []
+        start = 0
+        while True:
+            if n - start <= w:
+                out.append((start, n))
+                return out
+            end = start + w
+            e = end
+            while e > start + w // 2 and not starts_word[e]:
+                e -= 1
+            if starts_word[e]:
+                end = e
+            out.append((start, end))
+            nxt = end - self.overlap
+            s = nxt
+            while s < end and not starts_word[s]:
+                s += 1
+            start = s if s < end else nxt
+
+
+def _word_starts(word_ids: Sequence[int | None]) -> np.ndarray:
+    """``starts[i]`` is True where token i begins a new word (and at the end, i == n)."""
+    n = len(word_ids)
+    starts = np.ones(n + 1, dtype=bool)
+    for i in range(1, n):
+        starts[i] = word_ids[i] is None or word_ids[i] != word_ids[i - 1]
+    return starts

@@ -1,0 +1,135 @@
+"""Frozen, keyword-only configuration for every stage of an embed run.
+
+Each dataclass validates itself in ``__post_init__`` and turns strings into enums, so a
+config built from the CLI, a notebook or a test is checked the same way.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class CorpusFormat(str, enum.Enum):
+    AUTO = "auto"  # decided from the path: .jsonl[.gz] -> beir or jsonl, .parquet, folder of .txt
+    BEIR = "beir"  # JSONL with _id, title, text; encoded text is title + " " + text, stripped
+    JSONL = "jsonl"  # JSONL with the id and text fields named by CorpusConfig
+    PARQUET = "parquet"
+    TXT = "txt"  # a folder of .txt files; the id is the path relative to the folder
+
+
+class Dtype(str, enum.Enum):
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+
+
+def _enum(kind: type[enum.Enum], value: Any, what: str) -> Any:
+    if isinstance(value, kind):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in kind)  # type: ignore[attr-defined]
+        raise ValueError(f"{what} must be one of {allowed}; got {value!r}") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CorpusConfig:
+    path: Path
+    format: CorpusFormat = CorpusFormat.AUTO
+    id_field: str = "_id"  # generic JSONL / Parquet: the column holding the document id
+    text_field: str = "text"  # generic JSONL / Parquet: the column holding the text
+    title_field: str | None = "title"  # joined before the text when present (BEIR convention)
+    limit: int | None = None  # stop after this many good documents
+    block_docs: int = 1024  # documents read and tokenized per block; bounds driver memory
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+        object.__setattr__(self, "format", _enum(CorpusFormat, self.format, "corpus format"))
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1; got {self.limit}")
+        if self.block_docs < 1:
+            raise ValueError(f"block_docs must be >= 1; got {self.block_docs}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkConfig:
+    chunk_tokens: int | None = None  # tokens per chunk incl. special tokens; None: model max length
+    overlap: int = 32  # tokens shared by consecutive chunks of one document
+    truncate: bool = False  # one chunk per document, cut at chunk_tokens (MTEB / BEIR evaluation)
+
+    def __post_init__(self) -> None:
+        if self.chunk_tokens is not None and self.chunk_tokens < 8:
+            raise ValueError(f"chunk_tokens must be >= 8; got {self.chunk_tokens}")
+        if self.overlap < 0:
+            raise ValueError(f"overlap must be >= 0; got {self.overlap}")
+        if self.chunk_tokens is not None and self.overlap >= self.chunk_tokens // 2:
+            raise ValueError(
+                f"overlap ({self.overlap}) must be less than half of chunk_tokens ({self.chunk_tokens})"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncodeConfig:
+    model: str = DEFAULT_MODEL  # local directory, hub name, or a name an installed package carries
+    revision: str | None = None  # hub revision; None: the default branch
+    dtype: Dtype = Dtype.FP32
+    device: str = "auto"  # auto: cuda when present, else cpu
+    batch_size: int = 64  # chunks per forward pass; batches are length-sorted within a partition
+    torch_threads: int | None = None  # intra-op threads per worker; None: set by the cluster
+    trust_remote_code: bool = False  # never run a model repository's own code unless asked
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dtype", _enum(Dtype, self.dtype, "dtype"))
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda[:N]; got {self.device!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusterConfig:
+    scheduler: str | None = None  # address of a running Dask scheduler; None: start one in-process
+    workers: int | None = None  # in-process workers; None: one per GPU, or sized to the CPU
+    threads: int | None = None  # torch threads per CPU worker; None: cores // workers
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be >= 1; got {self.workers}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbedConfig:
+    corpus: CorpusConfig
+    out: Path
+    chunk: ChunkConfig = field(default_factory=ChunkConfig)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    partition_tokens: int = 65536  # token budget per partition: one task, one Parquet + FAISS pair
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", Path(self.out))
+        if self.partition_tokens < 1:
+            raise ValueError(f"partition_tokens must be >= 1; got {self.partition_tokens}")
+
+
+def to_jsonable(obj: Any) -> Any:
+    """A config as plain JSON values (enums by value, paths as strings)."""
+    if hasattr(obj, "__dataclass_fields__"):
+        obj = asdict(obj)
+    if isinstance(obj, dict):
+        return {k: to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj

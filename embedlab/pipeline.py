@@ -1,0 +1,322 @@
+"""The embed job: corpus -> chunks -> partitions -> encoder tasks on Dask -> store.
+
+The driver streams the corpus in blocks, chunks each block with the model's tokenizer and cuts
+the stream into token-balanced partitions. Each partition that the store does not already hold
+(same content digest, files whose sha256 match the manifest) becomes one Dask task, and at
+most a few tasks per worker are in flight, so memory stays bounded however large the corpus.
+A task encodes its partition with the worker's cached encoder and writes its Parquet file and
+FAISS shard atomically; the driver records the result in the manifest as each one lands, so
+an interrupted run loses only the partitions in flight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedlab.chunking import Chunk, Chunker
+from embedlab.cluster import ClusterInfo, connect
+from embedlab.config import Dtype, EmbedConfig, EncodeConfig, to_jsonable
+from embedlab.corpus import CorpusError, Document, Reject, read_corpus, resolve_format
+from embedlab.encoder import cached_encoder, describe_model
+from embedlab.partition import Partition, partition_chunks
+from embedlab.store import (FORMAT_VERSION, ID_SCHEME, REJECTS_FILE, SUMMARY_FILE, Manifest,
+                            PartitionEntry, Store, atomic_write_bytes, atomic_write_json)
+
+
+class EmptyCorpusError(CorpusError):
+    pass
+
+
+class NonFiniteVectorError(RuntimeError):
+    pass
+
+
+@dataclass
+class EmbedResult:
+    """What an embed run did. ``ok`` is False when any input record was rejected."""
+
+    out: Path
+    documents: int = 0
+    chunks: int = 0
+    tokens: int = 0
+    partitions: int = 0
+    partitions_encoded: int = 0
+    partitions_skipped: int = 0
+    rejected: int = 0
+    truncated_documents: int = 0
+    truncated_tokens: int = 0
+    reencoded_fp32: list[str] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    cluster: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.rejected == 0
+
+    @property
+    def chunks_per_second(self) -> float:
+        return self.chunks / self.wall_seconds if self.wall_seconds else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.wall_seconds if self.wall_seconds else 0.0
+
+    @property
+    def rejects_path(self) -> Path:
+        return self.out / REJECTS_FILE
+
+    def to_json(self) -> dict[str, Any]:
+        d = to_jsonable(dataclasses.asdict(self))
+        d.update(chunks_per_second=self.chunks_per_second, tokens_per_second=self.tokens_per_second,
+                 ok=self.ok, rejects_path=str(self.rejects_path))
+        return d
+
+    def summary(self) -> str:
+        lines = [
+            f"documents   {self.documents:,}",
+            f"chunks      {self.chunks:,}",
+            f"tokens      {self.tokens:,}",
+            f"partitions  {self.partitions:,} ({self.partitions_encoded:,} encoded, "
+            f"{self.partitions_skipped:,} already in the store and skipped)",
+            f"rejected    {self.rejected:,}" + (f"  -> {self.rejects_path}" if self.rejected else ""),
+        ]
+        if self.truncated_documents:
+            lines.append(f"truncated   {self.truncated_documents:,} documents lost "
+                         f"{self.truncated_tokens:,} tokens past the model's max length")
+        if self.reencoded_fp32:
+            lines.append(f"re-encoded  {len(self.reencoded_fp32):,} chunks in fp32 "
+                         "(non-finite vectors at the requested dtype)")
+        lines += [
+            f"wall time   {self.wall_seconds:.1f} s",
+            f"throughput  {self.chunks_per_second:,.1f} chunks/s, {self.tokens_per_second:,.0f} tokens/s",
+            f"store       {self.out}",
+        ]
+        return "\n".join(lines)
+
+
+def store_identity(cfg: EmbedConfig, chunk_tokens: int) -> dict[str, Any]:
+    info = describe_model(cfg.encode.model, cfg.encode.revision)
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": info.name,
+        "model_path": info.path,
+        "model_revision": info.revision,
+        "model_sha256": info.sha256,
+        "pooling": info.pooling,
+        "normalize": info.normalize,
+        "max_seq_length": info.max_seq_length,
+        "dim": info.dim,
+        "dtype": cfg.encode.dtype.value,
+        "chunk_tokens": chunk_tokens,
+        "overlap": cfg.chunk.overlap,
+        "truncate": cfg.chunk.truncate,
+        "vector_dtype": "float32",
+        "metric": "inner_product",
+        "faiss_id": ID_SCHEME,
+        "config": to_jsonable(cfg),
+    }
+
+
+# -- worker side ----------------------------------------------------------------------------
+def embed_partition(part: Partition, out: str, encode: EncodeConfig) -> PartitionEntry:
+    """Encode one partition and write its files. Runs on a Dask worker; pure given its inputs."""
+    encoder = cached_encoder(encode)
+    vectors = encoder.encode_ids(part.input_ids())
+    bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+    reencoded: list[str] = []
+    if bad.size:
+        if encode.dtype is Dtype.FP32:
+            raise NonFiniteVectorError(
+                f"partition {part.index}: non-finite vector in fp32 for chunk(s) "
+                f"{[part.chunk_ids[i] for i in bad[:10]]}")
+        fp32 = cached_encoder(replace(encode, dtype=Dtype.FP32))
+        ids = part.input_ids()
+        vectors[bad] = fp32.encode_ids([ids[i] for i in bad])
+        reencoded = [part.chunk_ids[i] for i in bad]
+    store = Store(out)
+    columns = {
+        "chunk_id": part.chunk_ids,
+        "doc_id": part.doc_ids,
+        "chunk_index": part.chunk_index,
+        "char_start": part.char_start,
+        "char_end": part.char_end,
+        "n_tokens": part.n_tokens_per_chunk(),
+        "text": part.texts,
+    }
+    pq_sha, fs_sha = store.write_partition(part.index, columns, vectors)
+    return PartitionEntry(
+        index=part.index, rows=part.n_chunks, tokens=part.n_tokens, docs=part.n_docs,
+        digest=part.digest,
+        parquet=store.parquet_path(part.index).relative_to(store.root).as_posix(),
+        faiss=store.faiss_path(part.index).relative_to(store.root).as_posix(),
+        parquet_sha256=pq_sha, faiss_sha256=fs_sha, reencoded_fp32=reencoded,
+    )
+
+
+# -- driver side ----------------------------------------------------------------------------
+class _ChunkStream:
+    """Corpus records -> chunks, collecting rejects and document counts on the way."""
+
+    def __init__(self, cfg: EmbedConfig, chunker: Chunker):
+        self.cfg = cfg
+        self.chunker = chunker
+        self.rejects: list[Reject] = []
+        self.documents = 0
+        self.truncated_documents = 0
+        self.truncated_tokens = 0
+
+    def __iter__(self) -> Iterator[Chunk]:
+        block: list[Document] = []
+        for rec in read_corpus(self.cfg.corpus):
+            if isinstance(rec, Reject):
+                self.rejects.append(rec)
+                continue
+            block.append(rec)
+            if len(block) >= self.cfg.corpus.block_docs:
+                yield from self._chunk(block)
+                block = []
+        if block:
+            yield from self._chunk(block)
+
+    def _chunk(self, block: list[Document]) -> list[Chunk]:
+        chunks, rejects = self.chunker.chunk(block)
+        self.rejects.extend(rejects)
+        self.documents += len(block) - len(rejects)
+        for c in chunks:
+            if c.truncated_tokens:
+                self.truncated_documents += 1
+                self.truncated_tokens += c.truncated_tokens
+        return chunks
+
+
+def embed(cfg: EmbedConfig) -> EmbedResult:
+    """Run the embed job described by ``cfg`` and return what it did.
+
+    Raises:
+        CorpusError: the corpus cannot be read at all, or holds no good document.
+        StoreMismatchError: ``cfg.out`` holds a store made with other settings.
+    """
+    from transformers import AutoTokenizer
+
+    t0 = time.perf_counter()
+    info = describe_model(cfg.encode.model, cfg.encode.revision)
+    chunk_tokens = cfg.chunk.chunk_tokens or info.max_seq_length
+    if chunk_tokens > info.max_seq_length:
+        raise ValueError(f"chunk_tokens={chunk_tokens} exceeds the model's max sequence length "
+                         f"{info.max_seq_length}; the encoder would truncate every full chunk")
+    tokenizer = AutoTokenizer.from_pretrained(info.path, trust_remote_code=cfg.encode.trust_remote_code)
+    chunker = Chunker(tokenizer, chunk_tokens, cfg.chunk.overlap, cfg.chunk.truncate)
+
+    resolve_format(cfg.corpus)  # fail on a missing path before any cluster starts
+    store = Store(cfg.out)
+    store.init(store_identity(cfg, chunk_tokens))
+    store.remove_stray_temporaries()
+    manifest = store.manifest()
+    manifest.complete = False
+    result = EmbedResult(out=cfg.out)
+    stream = _ChunkStream(cfg, chunker)
+
+    partitions = partition_chunks(stream, cfg.partition_tokens)
+    first = next(partitions, None)  # an empty corpus fails here, before any cluster starts
+    if first is None:
+        _write_rejects(store, stream.rejects)
+        raise EmptyCorpusError(
+            f"{cfg.corpus.path}: no document could be embedded ({len(stream.rejects)} record(s) "
+            f"rejected{'; see ' + str(store.root / REJECTS_FILE) if stream.rejects else ''})")
+    with connect(cfg.cluster) as (client, cluster):
+        encode = _encode_config_for(cfg.encode, cluster)
+        result.cluster = dataclasses.asdict(cluster)
+        n_parts = _run_partitions(client, cluster, store, manifest, encode,
+                                  itertools.chain([first], partitions), result, cfg)
+
+    for stale in [k for k in manifest.partitions if k >= n_parts]:
+        store.remove_partition(stale)
+        del manifest.partitions[stale]
+    manifest.complete = True
+    store.write_manifest(manifest)
+
+    result.documents = stream.documents
+    result.rejected = len(stream.rejects)
+    result.truncated_documents = stream.truncated_documents
+    result.truncated_tokens = stream.truncated_tokens
+    result.partitions = n_parts
+    result.chunks = manifest.rows
+    result.tokens = sum(p.tokens for p in manifest.partitions.values())
+    result.reencoded_fp32 = [c for p in manifest.partitions.values() for c in p.reencoded_fp32]
+    _write_rejects(store, stream.rejects)
+    result.wall_seconds = time.perf_counter() - t0
+    atomic_write_json(store.root / SUMMARY_FILE, result.to_json())
+    return result
+
+
+def _write_rejects(store: Store, rejects: list[Reject]) -> None:
+    atomic_write_bytes(store.root / REJECTS_FILE,
+                       "".join(json.dumps(r.to_json()) + "\n" for r in rejects).encode())
+
+
+def _encode_config_for(encode: EncodeConfig, cluster: ClusterInfo) -> EncodeConfig:
+    changes: dict[str, Any] = {}
+    if encode.torch_threads is None and cluster.torch_threads is not None:
+        changes["torch_threads"] = cluster.torch_threads
+    if encode.device == "auto" and cluster.device != "auto":
+        changes["device"] = cluster.device
+    return replace(encode, **changes) if changes else encode
+
+
+def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manifest,
+                    encode: EncodeConfig, partitions: Iterator[Partition], result: EmbedResult,
+                    cfg: EmbedConfig) -> int:
+    """Submit every partition the store lacks, at most a few per worker at a time."""
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    max_in_flight = max(2, 2 * cluster.workers)
+    pending = as_completed()
+    in_flight = 0
+    n_parts = 0
+    bar = tqdm(unit="chunk", desc="embed", disable=not cfg.progress, file=sys.stderr,
+               dynamic_ncols=True)
+
+    def land(future) -> None:
+        entry: PartitionEntry = future.result()
+        old = manifest.partitions.get(entry.index)
+        if old is not None and (old.parquet != entry.parquet or old.faiss != entry.faiss):
+            store.remove_partition(old.index)
+        manifest.partitions[entry.index] = entry
+        store.write_manifest(manifest)
+        result.partitions_encoded += 1
+        bar.update(entry.rows)
+        bar.set_postfix(partitions=f"{result.partitions_encoded + result.partitions_skipped}")
+        future.release()
+
+    try:
+        for part in partitions:
+            n_parts += 1
+            if store.entry_is_current(manifest.partitions.get(part.index), part.digest):
+                result.partitions_skipped += 1
+                bar.update(part.n_chunks)
+                continue
+            manifest.partitions.pop(part.index, None)
+            future = client.submit(embed_partition, part, str(store.root), encode,
+                                   key=f"embed-{part.index:05d}-{part.digest[:16]}", retries=2)
+            pending.add(future)
+            in_flight += 1
+            while in_flight >= max_in_flight:
+                land(next(pending))
+                in_flight -= 1
+        for future in pending:
+            land(future)
+    finally:
+        bar.close()
+        store.write_manifest(manifest)
+    return n_parts

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("EMBEDLAB_DATA", REPO.parent / "shared" / "data"))
+SCIFACT = DATA / "scifact"
+
+
+@pytest.fixture(scope="session")
+def scifact_dir() -> Path:
+    if not (SCIFACT / "corpus.jsonl.gz").is_file():
+        pytest.skip(f"SciFact not found under {DATA} (set EMBEDLAB_DATA)")
+    return SCIFACT
+
+
+@pytest.fixture(scope="session")
+def scifact_docs(scifact_dir) -> list[dict]:
+    """The first 400 SciFact documents as dicts (real text for every test that needs some)."""
+    docs = []
+    with gzip.open(scifact_dir / "corpus.jsonl.gz", "rt", encoding="utf-8") as fh:
+        for line in fh:
+            docs.append(json.loads(line))
+            if len(docs) == 400:
+                break
+    return docs
+
+
+def write_jsonl(path: Path, docs: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def small_corpus(tmp_path, scifact_docs) -> Path:
+    """40 SciFact documents as a BEIR corpus.jsonl."""
+    return write_jsonl(tmp_path / "corpus.jsonl", scifact_docs[:40])
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The real all-MiniLM-L6-v2, loaded once for the whole test run."""
+    from embedlab.config import EncodeConfig
+    from embedlab.encoder import Encoder
+
+    return Encoder(EncodeConfig(device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def st_model(encoder):
+    st = pytest.importorskip("sentence_transformers")
+    return st.SentenceTransformer(encoder.info.path, device="cpu")

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from embedlab.chunking import Chunker, make_chunk_id, split_chunk_id
+from embedlab.corpus import Document
+
+
+@pytest.fixture(scope="module")
+def chunker(encoder):
+    return Chunker(encoder.tokenizer, chunk_tokens=64, overlap=8)
+
+
+def docs_of(scifact_docs, n):
+    return [Document(d["_id"], (d["title"] + " " + d["text"]).strip(), "scifact", i + 1)
+            for i, d in enumerate(scifact_docs[:n])]
+
+
+def test_chunk_ids_round_trip_even_with_separator_in_doc_id():
+    assert split_chunk_id(make_chunk_id("a#1", 0)) == ("a#1", 0)
+    assert make_chunk_id("a#1", 0) != make_chunk_id("a", 1)
+
+
+def test_windows_respect_the_limit_overlap_and_cover_every_token(chunker, encoder, scifact_docs):
+    docs = docs_of(scifact_docs, 30)
+    chunks, rejects = chunker.chunk(docs)
+    assert not rejects
+    by_doc: dict[str, list] = {}
+    for c in chunks:
+        by_doc.setdefault(c.doc_id, []).append(c)
+    assert any(len(v) > 2 for v in by_doc.values())
+    for doc in docs:
+        cs = by_doc[doc.doc_id]
+        assert [c.chunk_index for c in cs] == list(range(len(cs)))
+        assert all(c.n_tokens <= 64 for c in cs)
+        assert cs[0].char_start == 0 and cs[-1].char_end == len(doc.text.rstrip())
+        for a, b in zip(cs, cs[1:]):
+            assert b.char_start < a.char_end  # consecutive windows overlap
+            assert b.char_start > a.char_start
+        content = encoder.tokenizer(doc.text, add_special_tokens=False)["input_ids"]
+        covered = set()
+        pos = 0
+        for c in cs:  # every token of the document lies in some window
+            inner = list(c.input_ids[1:-1])
+            start = next(i for i in range(max(0, pos - 64), len(content))
+                         if content[i:i + len(inner)] == inner)
+            covered.update(range(start, start + len(inner)))
+            pos = start + len(inner)
+        assert covered == set(range(len(content)))
+
+
+def test_chunk_text_retokenizes_to_the_same_ids(chunker, encoder, scifact_docs):
+    chunks, _ = chunker.chunk(docs_of(scifact_docs, 20))
+    for c in chunks:
+        assert np.array_equal(encoder.tokenize([c.text])[0], c.input_ids), c.chunk_id
+
+
+def test_truncate_mode_keeps_one_window_and_counts_the_loss(encoder, scifact_docs):
+    ch = Chunker(encoder.tokenizer, chunk_tokens=256, overlap=32, truncate=True)
+    docs = docs_of(scifact_docs, 50)
+    chunks, _ = ch.chunk(docs)
+    assert len(chunks) == 50
+    full = encoder.tokenizer([d.text for d in docs], add_special_tokens=False)["input_ids"]
+    for c, ids in zip(chunks, full):
+        assert c.n_tokens == min(len(ids), 254) + 2
+        assert c.truncated_tokens == max(0, len(ids) - 254)
+        # the same tokens sentence-transformers feeds the model when it truncates at 256
+        assert np.array_equal(c.input_ids, encoder.tokenize([docs[chunks.index(c)].text])[0])
+
+
+def test_a_several_megabyte_document_is_chunked_not_truncated(encoder, scifact_docs):
+    ch = Chunker(encoder.tokenizer, chunk_tokens=256, overlap=32)
+    text = " ".join(d["text"] for d in scifact_docs)  # ~ 600k characters
+    text = (text + " ") * 5
+    assert len(text) > 2_000_000
+    chunks, rejects = ch.chunk([Document("big", text, "mem", 1)])
+    assert not rejects and len(chunks) > 1000
+    assert chunks[-1].char_end == len(text.rstrip())
+    assert max(c.n_tokens for c in chunks) <= 256
+
+
+def test_text_without_tokens_is_rejected(chunker):
+    chunks, rejects = chunker.chunk([Document("ctl", "\x01\x02", "f", 3)])
+    assert not chunks and rejects[0].reason == "text has no tokens" and rejects[0].line == 3

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from embedlab.chunking import Chunker
+from embedlab.corpus import Document
+from embedlab.encoder import ModelNotFoundError, describe_model, resolve_model_path
+
+
+def cosine(a, b):
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_reads_the_sentence_transformers_config(encoder):
+    info = encoder.info
+    assert (info.pooling, info.normalize, info.max_seq_length, info.dim) == ("mean", True, 256, 384)
+    assert len(info.sha256) == 64
+    assert not encoder.model.training
+
+
+def test_parity_with_sentence_transformers_on_scifact_chunks(encoder, st_model, scifact_docs):
+    docs = [Document(d["_id"], (d["title"] + " " + d["text"]).strip(), "s", i)
+            for i, d in enumerate(scifact_docs[:60])]
+    chunks, _ = Chunker(encoder.tokenizer, 256, 32).chunk(docs)
+    ours = encoder.encode_ids([c.input_ids for c in chunks])
+    theirs = st_model.encode([c.text for c in chunks], batch_size=32, convert_to_numpy=True)
+    assert ours.dtype == np.float32 and ours.shape == theirs.shape
+    assert cosine(ours, theirs).min() >= 0.9999
+
+
+def test_rows_come_back_in_input_order_whatever_the_batch(encoder, scifact_docs):
+    texts = [d["text"][: 50 + 37 * i] for i, d in enumerate(scifact_docs[:12])]
+    a = encoder.encode_texts(texts, batch_size=5)
+    b = np.stack([encoder.encode_texts([t])[0] for t in texts])
+    assert cosine(a, b).min() >= 0.9999
+
+
+def test_unknown_model_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelNotFoundError, match="could not be fetched"):
+        resolve_model_path("no-such-org/no-such-model")
+
+
+def test_local_directory_without_config_is_refused(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="config.json"):
+        describe_model(str(tmp_path))
+
+
+def test_hub_name_loads_offline_from_the_local_hub_cache(tmp_path, encoder):
+    """The real hub code path (snapshot_download) with HF_HUB_OFFLINE=1 and a filled cache."""
+    repo = tmp_path / "hub" / "models--embedlab-test--minilm"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snap = repo / "snapshots" / commit
+    shutil.copytree(encoder.info.path, snap)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    code = (
+        "import json; from embedlab.config import EncodeConfig; from embedlab.encoder import Encoder\n"
+        "e = Encoder(EncodeConfig(model='embedlab-test/minilm', device='cpu'))\n"
+        "v = e.encode_texts(['offline hub cache'])[0]\n"
+        "print(json.dumps({'rev': e.info.revision, 'path': e.info.path, 'v': v[:8].tolist()}))"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
+           "HF_HOME": str(tmp_path / "hf")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["rev"] == commit and Path(got["path"]) == snap
+    want = encoder.encode_texts(["offline hub cache"])[0][:8]
+    assert np.allclose(got["v"], want, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["bf16"])
+def test_reduced_precision_on_cpu_stays_close(dtype, scifact_docs):
+    from embedlab.config import EncodeConfig
+    from embedlab.encoder import Encoder
+
+    e32 = Encoder(EncodeConfig(device="cpu"))
+    elo = Encoder(EncodeConfig(device="cpu", dtype=dtype))
+    texts = [d["text"] for d in scifact_docs[:8]]
+    assert cosine(e32.encode_texts(texts), elo.encode_texts(texts)).min() > 0.98
