@@ -33,7 +33,7 @@ def default_corpus() -> Path:
     return SAMPLE_CORPUS
 
 
-def _fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
+def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
     typer.echo(f"embedlab: error: {message}", err=True)
     return typer.Exit(code)
 
@@ -93,10 +93,10 @@ def embed(
                      title_field=title_field or None, partition_tokens=partition_tokens,
                      trust_remote_code=trust_remote_code, progress=progress)
     except KeyboardInterrupt:
-        raise _fail(f"interrupted; finished partitions are kept in {out}. "
+        raise fail(f"interrupted; finished partitions are kept in {out}. "
                     "Run the same command again to resume.", EXIT_INTERRUPTED) from None
     except (CorpusError, StoreError, ModelNotFoundError, ValueError) as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
     else:
@@ -125,6 +125,23 @@ def verify(
                                  "re-run the same `embedlab embed` command to repair"))
     if problems:
         raise typer.Exit(EXIT_FAILED)
+
+
+def _register_commands() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"embedlab.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"embedlab.commands.{name}":
+                raise
+            continue
+        module.register(app)
+
+
+COMMAND_MODULES = ("search", "evaluate", "compress", "sweep", "plan", "update")
+_register_commands()
 
 
 def main() -> None:  # pragma: no cover - console script entry point

@@ -64,7 +64,7 @@ def connect(cfg: ClusterConfig) -> Iterator[tuple[object, ClusterInfo]]:
         if LocalCUDACluster is not None:
             n = cfg.workers or gpu_count()
             with LocalCUDACluster(n_workers=n, threads_per_worker=1, ip="127.0.0.1",
-                                  dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+                                  dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
                     Client(cluster) as client:
                 yield client, ClusterInfo("local-cuda", n, cfg.threads, "cuda")
             return
@@ -73,6 +73,6 @@ def connect(cfg: ClusterConfig) -> Iterator[tuple[object, ClusterInfo]]:
     n = cfg.workers or DEFAULT_CPU_WORKERS
     threads = cfg.threads or max(1, cores // n)
     with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+                      dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:
         yield client, ClusterInfo("local-cpu", n, threads, "cpu")

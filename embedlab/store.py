@@ -294,7 +294,8 @@ class Store:
                 continue
             if path.name.endswith(".tmp"):
                 problems.append(f"{path}: stray temporary file from an interrupted write")
-            elif path.suffix in (".parquet", ".faiss") and rel not in listed:
+            elif (rel.endswith(".parquet") and "/" not in rel
+                  or rel.startswith(f"{FAISS_DIR}/") and rel.endswith(".faiss")) and rel not in listed:
                 problems.append(f"{path}: not in the manifest")
         return problems
 

@@ -1,0 +1,1 @@
+"""Experiments that take a store or an encoder and return tidy tables: sweeps, compression tiers."""

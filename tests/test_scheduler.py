@@ -1,0 +1,93 @@
+"""The embed job on an external Dask cluster: real `dask scheduler` and `dask worker` processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+import embedlab
+from embedlab.store import Store
+
+from .conftest import write_jsonl
+
+DASK = str(Path(sys.executable).parent / "dask")
+
+
+class DaskCluster:
+    """A scheduler and ``n`` single-threaded workers on 127.0.0.1, as separate processes."""
+
+    def __init__(self, tmp: Path, n_workers: int = 2):
+        self.file = tmp / "scheduler.json"
+        self.log = open(tmp / "dask.log", "w")
+        common = dict(stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.scheduler = subprocess.Popen(
+            [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+             "--scheduler-file", str(self.file)], **common)
+        self._wait(lambda: self.file.is_file(), "scheduler")
+        self.address = json.loads(self.file.read_text())["address"]
+        self.workers = [subprocess.Popen(
+            [DASK, "worker", self.address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
+             "--host", "127.0.0.1", "--name", f"w{i}"], **common) for i in range(n_workers)]
+        from distributed import Client
+
+        with Client(self.address, timeout="30s") as c:
+            c.wait_for_workers(n_workers, timeout=60)
+
+    @staticmethod
+    def _wait(cond, what, timeout=60):
+        end = time.time() + timeout
+        while not cond():
+            if time.time() > end:
+                raise TimeoutError(f"{what} did not start")
+            time.sleep(0.2)
+
+    def close(self):
+        for p in [*self.workers, self.scheduler]:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in [*self.workers, self.scheduler]:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        self.log.close()
+
+
+@pytest.fixture
+def dask_cluster(tmp_path):
+    cluster = DaskCluster(tmp_path, n_workers=2)
+    yield cluster
+    cluster.close()
+
+
+def test_embed_on_a_running_scheduler_loads_the_model_once_per_worker(dask_cluster, tmp_path,
+                                                                      scifact_docs):
+    from distributed import Client
+
+    corpus = write_jsonl(tmp_path / "corpus.jsonl", scifact_docs[:24])
+    result = embedlab.embed(corpus, tmp_path / "out", scheduler=dask_cluster.address,
+                            partition_tokens=1500, progress=False)
+    assert result.cluster["kind"] == "external" and result.cluster["workers"] == 2
+    assert result.partitions >= 4 and result.partitions_encoded == result.partitions
+    assert Store(result.out).verify() == []
+    assert pq.read_table(result.out).num_rows == result.chunks
+
+    def encoder_cache():
+        from embedlab.encoder import cached_encoder
+
+        info = cached_encoder.cache_info()
+        return info.misses, info.hits
+
+    with Client(dask_cluster.address) as client:
+        per_worker = client.run(encoder_cache)
+    loads = [m for m, _ in per_worker.values()]
+    tasks = sum(m + h for m, h in per_worker.values())
+    assert all(m <= 1 for m in loads) and tasks == result.partitions
