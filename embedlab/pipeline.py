@@ -239,6 +239,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
         n_parts = _run_partitions(client, cluster, store, manifest, encode,
                                   itertools.chain([first], partitions), result, cfg)
 
+    store.remove_stray_temporaries()  # left by attempts on workers that died mid-write
     for stale in [k for k in manifest.partitions if k >= n_parts]:
         store.remove_partition(stale)
         del manifest.partitions[stale]

@@ -1,0 +1,89 @@
+"""Whole-job interruption: SIGINT and SIGKILL of the `embedlab embed` process, then resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from embedlab.store import Store
+from tests.conftest import write_jsonl
+
+EMBED = [sys.executable, "-m", "embedlab.cli", "embed"]
+
+
+def start_embed(corpus: Path, out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([*EMBED, str(corpus), "--out", str(out), "--no-progress", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_for_partitions(out: Path, n: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        m = out / "_manifest.json"
+        if m.is_file():
+            try:
+                if len(json.loads(m.read_text())["partitions"]) >= n:
+                    return
+            except json.JSONDecodeError:
+                pass
+        assert proc.poll() is None, f"embed ended early: {proc.communicate()}"
+        time.sleep(0.2)
+    raise TimeoutError("no partition landed")
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and (p.suffix == ".parquet" and p.parent == root or p.suffix == ".faiss")}
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory, scifact_docs):
+    root = tmp_path_factory.mktemp("interrupt")
+    corpus = write_jsonl(root / "corpus.jsonl", scifact_docs[:60])
+    clean = root / "clean"
+    proc = subprocess.run([*EMBED, str(corpus), "--out", str(clean), "--no-progress",
+                           "--partition-tokens", "2000"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return corpus, clean
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
+def test_interrupted_job_resumes_and_equals_a_clean_run(job, tmp_path, sig):
+    corpus, clean = job
+    out = tmp_path / "out"
+    proc = start_embed(corpus, out, "--partition-tokens", "2000")
+    try:
+        wait_for_partitions(out, 2, proc)
+        os.kill(proc.pid, sig)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        stop_group(proc)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "Run the same command again to resume" in err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    done = len(Store(out).manifest().partitions)
+    assert done >= 2
+    again = subprocess.run([*EMBED, str(corpus), "--out", str(out), "--no-progress",
+                            "--partition-tokens", "2000", "--json"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    summary = json.loads(again.stdout)
+    assert summary["partitions_skipped"] >= done  # every partition the manifest lists verifies
+    assert summary["partitions_skipped"] + summary["partitions_encoded"] == summary["partitions"]
+    assert Store(out).verify() == []
+    assert files(out) == files(clean)

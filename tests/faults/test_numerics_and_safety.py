@@ -1,0 +1,90 @@
+"""Numerical faults (non-finite vectors) and safe defaults."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+import embedlab
+from embedlab.config import EncodeConfig
+from embedlab.encoder import Encoder
+from tests.conftest import write_jsonl
+
+
+def test_non_finite_vectors_are_reencoded_in_fp32_not_dropped(tmp_path, hot_model, scifact_docs):
+    texts = [d["text"] for d in scifact_docs[:4]]
+    assert not np.isfinite(Encoder(EncodeConfig(model=str(hot_model), dtype="fp16", device="cpu"))
+                           .encode_texts(texts)).all()  # the fault is real at fp16
+    corpus = write_jsonl(tmp_path / "c.jsonl", scifact_docs[:12])
+    r16 = embedlab.embed(corpus, tmp_path / "fp16", model=str(hot_model), dtype="fp16", progress=False)
+    assert r16.ok and len(r16.reencoded_fp32) == r16.chunks
+    assert "re-encoded" in r16.summary()
+    t = pq.read_table(tmp_path / "fp16")
+    v16 = np.stack(t.column("vector").to_numpy(zero_copy_only=False))
+    assert np.isfinite(v16).all() and sorted(r16.reencoded_fp32) == sorted(t.column("chunk_id").to_pylist())
+    ref = Encoder(EncodeConfig(model=str(hot_model), device="cpu")).encode_texts(
+        t.column("text").to_pylist())
+    assert ((v16 * ref).sum(1)).min() >= 0.9999
+    manifest = json.loads((tmp_path / "fp16" / "_manifest.json").read_text())
+    assert sum(len(p["reencoded_fp32"]) for p in manifest["partitions"]) == r16.chunks
+
+
+def test_remote_code_is_refused_unless_trusted(tmp_path, tiny_model):
+    import shutil
+
+    model = tmp_path / "custom"
+    shutil.copytree(tiny_model, model)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
+    (model / "config.json").write_text(json.dumps(cfg))
+    (model / "modeling_evil.py").write_text("raise SystemExit('remote code ran')\n")
+    safe = Encoder(EncodeConfig(model=str(model), device="cpu"))  # the repo's code never runs
+    assert type(safe.model).__module__.startswith("transformers.models.bert")
+    with pytest.raises(SystemExit, match="remote code ran"):  # only when the user opts in
+        Encoder(EncodeConfig(model=str(model), device="cpu", trust_remote_code=True))
+
+
+def test_default_cluster_listens_on_loopback_only():
+    from embedlab.cluster import connect
+    from embedlab.config import ClusterConfig
+
+    with connect(ClusterConfig(workers=1)) as (client, info):
+        addresses = [client.scheduler.address, *client.scheduler_info()["workers"]]
+        assert info.kind == "local-cpu"
+        assert all(a.startswith("tcp://127.0.0.1:") for a in addresses), addresses
+        assert "127.0.0.1" in client.dashboard_link
+
+
+def test_a_store_holds_no_pickle(tmp_path, tiny_model, scifact_docs):
+    """Every file of a store is Parquet, FAISS or JSON, so reading one never unpickles."""
+    corpus = write_jsonl(tmp_path / "c.jsonl", scifact_docs[:5])
+    r = embedlab.embed(corpus, tmp_path / "s", model=str(tiny_model), progress=False)
+    paths = [p for p in r.out.rglob("*") if p.is_file()]
+    assert {p.suffix for p in paths} <= {".parquet", ".faiss", ".json", ".jsonl"}
+    for p in paths:
+        if p.suffix == ".json":
+            json.loads(p.read_text())
+        elif p.suffix == ".jsonl":
+            [json.loads(line) for line in p.read_text().splitlines()]
+        assert p.read_bytes()[:1] != b"\x80"  # the first byte of any pickle stream (PROTO)
+
+
+def test_verify_cli_reports_problems_by_file_and_exit_status(tmp_path, tiny_model, scifact_docs):
+    corpus = write_jsonl(tmp_path / "c.jsonl", scifact_docs[:20])
+    r = embedlab.embed(corpus, tmp_path / "s", model=str(tiny_model), progress=False,
+                       partition_tokens=1000)
+    cli = [sys.executable, "-m", "embedlab.cli", "verify", str(r.out)]
+    ok = subprocess.run(cli, capture_output=True, text=True)
+    assert ok.returncode == 0 and ok.stdout.strip().endswith("OK")
+    (r.out / "part-00001.parquet").write_bytes(b"PAR1 not really")
+    (r.out / "_faiss" / ".part-00000.faiss.x.tmp").write_bytes(b"x")
+    bad = subprocess.run([*cli, "--json"], capture_output=True, text=True)
+    report = json.loads(bad.stdout)
+    assert bad.returncode == 1 and not report["ok"] and len(report["problems"]) == 2
+    assert any("part-00001.parquet: sha256 differs" in p for p in report["problems"])
+    assert any("stray temporary file" in p for p in report["problems"])
