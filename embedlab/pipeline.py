@@ -16,6 +16,7 @@ import itertools
 import json
 import sys
 import time
+from concurrent.futures import CancelledError
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,6 +53,7 @@ class EmbedResult:
     partitions: int = 0
     partitions_encoded: int = 0
     partitions_skipped: int = 0
+    partitions_resent: int = 0  # sent again because the worker holding them died
     rejected: int = 0
     truncated_documents: int = 0
     truncated_tokens: int = 0
@@ -87,7 +89,9 @@ class EmbedResult:
             f"chunks      {self.chunks:,}",
             f"tokens      {self.tokens:,}",
             f"partitions  {self.partitions:,} ({self.partitions_encoded:,} encoded, "
-            f"{self.partitions_skipped:,} already in the store and skipped)",
+            f"{self.partitions_skipped:,} already in the store and skipped"
+            + (f", {self.partitions_resent:,} re-sent after a worker died" if self.partitions_resent else "")
+            + ")",
             f"rejected    {self.rejected:,}" + (f"  -> {self.rejects_path}" if self.rejected else ""),
         ]
         if self.truncated_documents:
@@ -274,22 +278,49 @@ def _encode_config_for(encode: EncodeConfig, cluster: ClusterInfo) -> EncodeConf
     return replace(encode, **changes) if changes else encode
 
 
+MAX_LOST_ATTEMPTS = 3  # times a partition is re-sent after the worker holding it died
+
+
 def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manifest,
                     encode: EncodeConfig, partitions: Iterator[Partition], result: EmbedResult,
                     cfg: EmbedConfig) -> int:
-    """Submit every partition the store lacks, at most a few per worker at a time."""
+    """Submit every partition the store lacks, at most a few per worker at a time.
+
+    Each partition is scattered to a worker and the task takes the scattered future, so the
+    scheduler and the client never keep a copy of the payload in a task spec (embedding payloads
+    in specs made the driver grow by about a payload per task). Scattered data dies with its
+    worker, so a partition whose worker died is scattered and submitted again.
+    """
     from distributed import as_completed
     from tqdm.auto import tqdm
 
     max_in_flight = max(2, 2 * cluster.workers)
     pending = as_completed()
-    in_flight = 0
+    in_flight: dict[str, tuple[Partition, object, int]] = {}
     n_parts = 0
     bar = tqdm(unit="chunk", desc="embed", disable=not cfg.progress, file=sys.stderr,
                dynamic_ncols=True)
 
+    def submit(part: Partition, attempt: int = 0) -> None:
+        [data] = client.scatter([part], hash=False)
+        future = client.submit(embed_partition, data, str(store.root), encode, retries=2,
+                               key=f"embed-{part.index:05d}-{part.digest[:16]}-{attempt}")
+        in_flight[future.key] = (part, data, attempt)
+        pending.add(future)
+
     def land(future) -> None:
-        entry: PartitionEntry = future.result()
+        part, data, attempt = in_flight.pop(future.key)
+        try:
+            entry: PartitionEntry = future.result()
+        except CancelledError:  # its input was lost with a dead worker: send it again
+            if attempt + 1 >= MAX_LOST_ATTEMPTS:
+                raise RuntimeError(f"partition {part.index} was lost with {attempt + 1} workers") from None
+            result.partitions_resent += 1
+            submit(part, attempt + 1)
+            return
+        finally:
+            future.release()
+            data.release()
         old = manifest.partitions.get(entry.index)
         if old is not None and (old.parquet != entry.parquet or old.faiss != entry.faiss):
             store.remove_partition(old.index)
@@ -298,7 +329,6 @@ def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manife
         result.partitions_encoded += 1
         bar.update(entry.rows)
         bar.set_postfix(partitions=f"{result.partitions_encoded + result.partitions_skipped}")
-        future.release()
 
     try:
         for part in partitions:
@@ -308,15 +338,11 @@ def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manife
                 bar.update(part.n_chunks)
                 continue
             manifest.partitions.pop(part.index, None)
-            future = client.submit(embed_partition, part, str(store.root), encode,
-                                   key=f"embed-{part.index:05d}-{part.digest[:16]}", retries=2)
-            pending.add(future)
-            in_flight += 1
-            while in_flight >= max_in_flight:
+            submit(part)
+            while len(in_flight) >= max_in_flight:
                 land(next(pending))
-                in_flight -= 1
-        for future in pending:
-            land(future)
+        while in_flight:
+            land(next(pending))
     finally:
         bar.close()
         store.write_manifest(manifest)
