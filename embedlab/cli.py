@@ -47,7 +47,10 @@ def embed(
         help="Store folder to write (created; re-running resumes). Default: runs/<corpus name>.")] = None,
     model: Annotated[str, typer.Option(
         help="Local model folder or hub name (from the local hub cache when offline).")] = DEFAULT_MODEL,
-    batch_size: Annotated[int, typer.Option(help="Chunks per forward pass (length-sorted).")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Most chunks per forward pass (batches are length-sorted).")] = 64,
+    max_batch_tokens: Annotated[Optional[int], typer.Option(
+        help="Padded-token budget per batch: short chunks come in larger batches (up to --batch-size), "
+             "long ones in smaller. Default: none, every batch has --batch-size chunks.")] = None,
     dtype: Annotated[str, typer.Option(help="Encoder precision: fp32, fp16 or bf16.")] = "fp32",
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda[:N].")] = "auto",
     workers: Annotated[Optional[int], typer.Option(
@@ -86,7 +89,8 @@ def embed(
         stem = corpus.name.split(".")[0] if corpus.is_file() else corpus.name
         out = Path("runs") / (corpus.parent.name if stem == "corpus" else stem)
     try:
-        result = run(corpus, out, model=model, dtype=dtype, batch_size=batch_size, device=device,
+        result = run(corpus, out, model=model, dtype=dtype, batch_size=batch_size,
+                     max_batch_tokens=max_batch_tokens, device=device,
                      workers=workers, threads=threads, scheduler=scheduler, limit=limit,
                      chunk_tokens=chunk_tokens, overlap=overlap, truncate=truncate,
                      corpus_format=corpus_format, id_field=id_field, text_field=text_field,

@@ -81,7 +81,9 @@ class EncodeConfig:
     revision: str | None = None  # hub revision; None: the default branch
     dtype: Dtype = Dtype.FP32
     device: str = "auto"  # auto: cuda when present, else cpu
-    batch_size: int = 64  # chunks per forward pass; batches are length-sorted within a partition
+    batch_size: int = 64  # most chunks in one forward pass; batches are length-sorted
+    max_batch_tokens: int | None = None  # padded-token budget per batch: short chunks come in
+    # larger batches (up to batch_size), long ones in smaller; None: batch_size rows always
     torch_threads: int | None = None  # intra-op threads per worker; None: set by the cluster
     trust_remote_code: bool = False  # never run a model repository's own code unless asked
 
@@ -89,6 +91,8 @@ class EncodeConfig:
         object.__setattr__(self, "dtype", _enum(Dtype, self.dtype, "dtype"))
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
+        if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be >= 1; got {self.max_batch_tokens}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ValueError(f"device must be auto, cpu or cuda[:N]; got {self.device!r}")
 

@@ -18,6 +18,7 @@ import hashlib
 import importlib
 import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +168,7 @@ class Encoder:
                             Dtype.BF16: torch.bfloat16}[cfg.dtype]
         self.model = model.to(device=self.device, dtype=self.torch_dtype)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.stats = EncodeStats()
 
     @property
     def dim(self) -> int:
@@ -182,21 +184,25 @@ class Encoder:
         """``(n, dim)`` float32 vectors for ``texts``, in input order."""
         return self.encode_ids(self.tokenize(texts), batch_size)
 
-    def encode_ids(self, ids: Sequence[np.ndarray], batch_size: int | None = None) -> np.ndarray:
+    def encode_ids(self, ids: Sequence[np.ndarray], batch_size: int | None = None,
+                   max_batch_tokens: int | None = None) -> np.ndarray:
         """``(n, dim)`` float32 vectors for token-id sequences, in input order.
 
-        Sequences are sorted longest first and run in batches, so each batch pads little.
+        Sequences are sorted longest first and cut into batches by :func:`plan_batches`, so each
+        batch pads little. Time spent in the forward pass accumulates in ``self.stats``.
         """
         n = len(ids)
         out = np.empty((n, self.dim), dtype=np.float32)
         if n == 0:
             return out
-        bs = batch_size or self.cfg.batch_size
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
-        order = np.argsort(-lengths, kind="stable")
-        for i in range(0, n, bs):
-            idx = order[i:i + bs]
+        batches = plan_batches(lengths, batch_size or self.cfg.batch_size,
+                               max_batch_tokens or self.cfg.max_batch_tokens)
+        for idx in batches:
+            t0 = time.perf_counter()
             out[idx] = self._forward([ids[j] for j in idx])
+            self.stats.add(time.perf_counter() - t0, int(lengths[idx].sum()),
+                           int(lengths[idx[0]]) * len(idx))
         return out
 
     def _forward(self, batch: list[np.ndarray]) -> np.ndarray:
@@ -216,6 +222,51 @@ class Encoder:
             if self.info.normalize:
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
             return pooled.cpu().numpy()
+
+
+@dataclass
+class EncodeStats:
+    """Where an encoder's time went: forward seconds, and real vs padded tokens."""
+
+    forward_seconds: float = 0.0
+    batches: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0  # rows x longest row, summed over batches
+
+    def add(self, seconds: float, tokens: int, padded: int) -> None:
+        self.forward_seconds += seconds
+        self.batches += 1
+        self.tokens += tokens
+        self.padded_tokens += padded
+
+    @property
+    def padding_waste(self) -> float:
+        """Fraction of the tokens fed to the model that were padding."""
+        return 1 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+
+def plan_batches(lengths: np.ndarray, max_rows: int, max_tokens: int | None = None) -> list[np.ndarray]:
+    """Batches of indices, longest sequences first.
+
+    Args:
+        lengths: ``(n,)`` token count of each sequence.
+        max_rows: most sequences in one batch.
+        max_tokens: most padded tokens (rows x longest row) in one batch; None: no budget.
+            A sequence longer than the budget still gets a batch of its own.
+
+    Returns:
+        Index arrays that together hold every index once, each sorted by decreasing length.
+    """
+    order = np.argsort(-lengths, kind="stable")
+    batches = []
+    i, n = 0, len(order)
+    while i < n:
+        rows = max_rows
+        if max_tokens is not None:
+            rows = max(1, min(max_rows, max_tokens // max(1, int(lengths[order[i]]))))
+        batches.append(order[i:i + rows])
+        i += rows
+    return batches
 
 
 def _pool(hidden, mask, mode: str):

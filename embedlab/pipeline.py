@@ -59,6 +59,9 @@ class EmbedResult:
     truncated_tokens: int = 0
     reencoded_fp32: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
+    encode_wall_seconds: float = 0.0  # first partition sent to last one landed
+    forward_seconds: float = 0.0  # summed over workers
+    padding_waste: float = 0.0  # fraction of the tokens fed to the model that were padding
     cluster: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -74,13 +77,19 @@ class EmbedResult:
         return self.tokens / self.wall_seconds if self.wall_seconds else 0.0
 
     @property
+    def encoder_busy(self) -> float:
+        """Fraction of the encode phase's wall time that the workers spent in forward passes."""
+        workers = max(1, int(self.cluster.get("workers", 1)))
+        return self.forward_seconds / (workers * self.encode_wall_seconds) if self.encode_wall_seconds else 0.0
+
+    @property
     def rejects_path(self) -> Path:
         return self.out / REJECTS_FILE
 
     def to_json(self) -> dict[str, Any]:
         d = to_jsonable(dataclasses.asdict(self))
         d.update(chunks_per_second=self.chunks_per_second, tokens_per_second=self.tokens_per_second,
-                 ok=self.ok, rejects_path=str(self.rejects_path))
+                 encoder_busy=self.encoder_busy, ok=self.ok, rejects_path=str(self.rejects_path))
         return d
 
     def summary(self) -> str:
@@ -103,6 +112,8 @@ class EmbedResult:
         lines += [
             f"wall time   {self.wall_seconds:.1f} s",
             f"throughput  {self.chunks_per_second:,.1f} chunks/s, {self.tokens_per_second:,.0f} tokens/s",
+            f"encoder     busy {self.encoder_busy:.0%} of the encode phase "
+            f"({self.encode_wall_seconds:.1f} s), padding {self.padding_waste:.1%} of tokens",
             f"store       {self.out}",
         ]
         return "\n".join(lines)
@@ -132,10 +143,29 @@ def store_identity(cfg: EmbedConfig, chunk_tokens: int) -> dict[str, Any]:
 
 
 # -- worker side ----------------------------------------------------------------------------
-def embed_partition(part: Partition, out: str, encode: EncodeConfig) -> PartitionEntry:
+def load_encoder(encode: EncodeConfig) -> str:
+    """Load (and cache) the worker's encoder before any partition arrives."""
+    return cached_encoder(encode).info.sha256
+
+
+@dataclass(frozen=True)
+class PartitionOutcome:
+    """A finished partition: its manifest entry, and timings that stay out of the manifest."""
+
+    entry: PartitionEntry
+    task_seconds: float  # the whole task: encode, check, write
+    forward_seconds: float  # inside the model's forward passes
+    tokens: int
+    padded_tokens: int
+
+
+def embed_partition(part: Partition, out: str, encode: EncodeConfig) -> PartitionOutcome:
     """Encode one partition and write its files. Runs on a Dask worker; pure given its inputs."""
+    t0 = time.perf_counter()
     encoder = cached_encoder(encode)
+    before = dataclasses.replace(encoder.stats)
     vectors = encoder.encode_ids(part.input_ids())
+    stats = encoder.stats
     bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
     reencoded: list[str] = []
     if bad.size:
@@ -158,13 +188,16 @@ def embed_partition(part: Partition, out: str, encode: EncodeConfig) -> Partitio
         "text": part.texts,
     }
     pq_sha, fs_sha = store.write_partition(part.index, columns, vectors)
-    return PartitionEntry(
+    entry = PartitionEntry(
         index=part.index, rows=part.n_chunks, tokens=part.n_tokens, docs=part.n_docs,
         digest=part.digest,
         parquet=store.parquet_path(part.index).relative_to(store.root).as_posix(),
         faiss=store.faiss_path(part.index).relative_to(store.root).as_posix(),
         parquet_sha256=pq_sha, faiss_sha256=fs_sha, reencoded_fp32=reencoded,
     )
+    return PartitionOutcome(entry, time.perf_counter() - t0,
+                            stats.forward_seconds - before.forward_seconds,
+                            stats.tokens - before.tokens, stats.padded_tokens - before.padded_tokens)
 
 
 # -- driver side ----------------------------------------------------------------------------
@@ -240,8 +273,12 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     with connect(cfg.cluster) as (client, cluster):
         encode = _encode_config_for(cfg.encode, cluster)
         result.cluster = dataclasses.asdict(cluster)
+        warm = [client.submit(load_encoder, encode, workers=[w], allow_other_workers=True, pure=False)
+                for w in client.scheduler_info()["workers"]]
+        first = [first, *itertools.islice(partitions, cluster.workers - 1)]  # chunked while models load
+        client.gather(warm)
         n_parts = _run_partitions(client, cluster, store, manifest, encode,
-                                  itertools.chain([first], partitions), result, cfg)
+                                  itertools.chain(first, partitions), result, cfg)
 
     store.remove_stray_temporaries()  # left by attempts on workers that died mid-write
     for stale in [k for k in manifest.partitions if k >= n_parts]:
@@ -298,6 +335,8 @@ def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manife
     pending = as_completed()
     in_flight: dict[str, tuple[Partition, object, int]] = {}
     n_parts = 0
+    fed = [0, 0]  # real and padded tokens fed to the model
+    started: float | None = None
     bar = tqdm(unit="chunk", desc="embed", disable=not cfg.progress, file=sys.stderr,
                dynamic_ncols=True)
 
@@ -311,7 +350,7 @@ def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manife
     def land(future) -> None:
         part, data, attempt = in_flight.pop(future.key)
         try:
-            entry: PartitionEntry = future.result()
+            outcome: PartitionOutcome = future.result()
         except CancelledError:  # its input was lost with a dead worker: send it again
             if attempt + 1 >= MAX_LOST_ATTEMPTS:
                 raise RuntimeError(f"partition {part.index} was lost with {attempt + 1} workers") from None
@@ -321,6 +360,10 @@ def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manife
         finally:
             future.release()
             data.release()
+        entry = outcome.entry
+        result.forward_seconds += outcome.forward_seconds
+        fed[0] += outcome.tokens
+        fed[1] += outcome.padded_tokens
         old = manifest.partitions.get(entry.index)
         if old is not None and (old.parquet != entry.parquet or old.faiss != entry.faiss):
             store.remove_partition(old.index)
@@ -338,6 +381,7 @@ def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manife
                 bar.update(part.n_chunks)
                 continue
             manifest.partitions.pop(part.index, None)
+            started = started or time.perf_counter()
             submit(part)
             while len(in_flight) >= max_in_flight:
                 land(next(pending))
@@ -346,4 +390,7 @@ def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manife
     finally:
         bar.close()
         store.write_manifest(manifest)
+    if started is not None:
+        result.encode_wall_seconds = time.perf_counter() - started
+    result.padding_waste = 1 - fed[0] / fed[1] if fed[1] else 0.0
     return n_parts

@@ -88,3 +88,29 @@ def test_reduced_precision_on_cpu_stays_close(dtype, scifact_docs):
     elo = Encoder(EncodeConfig(device="cpu", dtype=dtype))
     texts = [d["text"] for d in scifact_docs[:8]]
     assert cosine(e32.encode_texts(texts), elo.encode_texts(texts)).min() > 0.98
+
+
+def test_plan_batches_respects_rows_and_token_budget():
+    from embedlab.encoder import plan_batches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 257, size=1000)
+    batches = plan_batches(lengths, max_rows=128, max_tokens=4096)
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(1000))
+    for b in batches:
+        assert len(b) <= 128 and (len(b) == 1 or len(b) * lengths[b].max() <= 4096)
+        assert lengths[b[0]] == lengths[b].max()
+    assert np.all(np.diff(lengths[flat]) <= 0)  # longest first overall
+    assert len(plan_batches(np.array([300, 10]), max_rows=8, max_tokens=100)[0]) == 1
+    assert [len(b) for b in plan_batches(lengths, 64)] == [64] * 15 + [40]
+
+
+def test_token_budget_gives_the_same_vectors_and_tracks_padding(encoder, scifact_docs):
+    texts = [d["text"][: 40 + 23 * i] for i, d in enumerate(scifact_docs[:40])]
+    ids = encoder.tokenize(texts)
+    before = encoder.stats.padded_tokens
+    a = encoder.encode_ids(ids, batch_size=16)
+    b = encoder.encode_ids(ids, batch_size=64, max_batch_tokens=2048)
+    assert cosine(a, b).min() >= 0.9999
+    assert encoder.stats.padded_tokens > before and 0 <= encoder.stats.padding_waste < 0.5
