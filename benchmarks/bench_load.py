@@ -16,56 +16,17 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import DATA, RESULTS, machine, markdown_table  # noqa: E402
+from common import DATA, RESULTS, PeakSampler, machine, markdown_table  # noqa: E402
 from embedlab.store import Store  # noqa: E402
 from embedlab.testing import make_tiny_model  # noqa: E402
-
-
-def rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError):
-        pass
-    return 0.0
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            kids = Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
-            out += [int(k) for k in kids]
-    except OSError:
-        pass
-    return out + [g for k in out for g in children(k)]
-
-
-class PeakSampler(threading.Thread):
-    """Peak RSS of a process (the driver) and the peak of the sum over its descendants."""
-
-    def __init__(self, pid: int):
-        super().__init__(daemon=True)
-        self.pid, self.driver, self.workers, self.total = pid, 0.0, 0.0, 0.0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            d = rss_mb(self.pid)
-            w = sum(rss_mb(c) for c in children(self.pid))
-            self.driver, self.workers, self.total = max(self.driver, d), max(self.workers, w), max(self.total, d + w)
-            time.sleep(0.1)
 
 
 def write_corpus(path: Path, repeats: int) -> int:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -38,3 +41,55 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of one process, from /proc."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError):
+        pass
+    return 0.0
+
+
+def descendants(pid: int) -> list[int]:
+    out = []
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            out += [int(k) for k in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+    except OSError:
+        pass
+    return out + [g for k in out for g in descendants(k)]
+
+
+class PeakSampler(threading.Thread):
+    """Peak RSS of a process (the driver), of its descendants together, and of all of them."""
+
+    def __init__(self, pid: int, every: float = 0.1):
+        super().__init__(daemon=True)
+        self.pid, self.every = pid, every
+        self.driver = self.workers = self.total = 0.0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            d = rss_mb(self.pid)
+            w = sum(rss_mb(c) for c in descendants(self.pid))
+            self.driver, self.workers = max(self.driver, d), max(self.workers, w)
+            self.total = max(self.total, d + w)
+            time.sleep(self.every)
+
+
+def run_sampled(cmd: list[str], **kw) -> tuple[subprocess.CompletedProcess, float, PeakSampler]:
+    """Run ``cmd`` to completion; return it, its wall seconds and its peak-RSS sampler."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    sampler = PeakSampler(proc.pid)
+    sampler.start()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    sampler.stop.set()
+    sampler.join()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), wall, sampler

@@ -32,6 +32,7 @@ def embed(
     title_field: str | None = "title",
     partition_tokens: int = 65536,
     trust_remote_code: bool = False,
+    compile: bool | None = None,
     progress: bool = True,
 ) -> EmbedResult:
     """Embed a corpus into a store folder; see ``embedlab embed --help`` for every option.
@@ -47,7 +48,7 @@ def embed(
         out=Path(out),
         chunk=ChunkConfig(chunk_tokens=chunk_tokens, overlap=overlap, truncate=truncate),
         encode=EncodeConfig(model=model, dtype=dtype, batch_size=batch_size,
-                            max_batch_tokens=max_batch_tokens, device=device,
+                            max_batch_tokens=max_batch_tokens, device=device, compile=compile,
                             trust_remote_code=trust_remote_code),
         cluster=ClusterConfig(scheduler=scheduler, workers=workers, threads=threads),
         partition_tokens=partition_tokens,

@@ -75,6 +75,9 @@ def embed(
         help="Token budget of one partition (one task, one Parquet file, one FAISS shard).")] = 65536,
     trust_remote_code: Annotated[bool, typer.Option(
         "--trust-remote-code", help="Allow a model repository to run its own code (off by default).")] = False,
+    compile_model: Annotated[Optional[bool], typer.Option(
+        "--compile/--no-compile", help="torch.compile the encoder (about 1.2x on CPU for a one-off "
+        "compile, cached on disk). Default: on for CPU, off for CUDA.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -95,7 +98,8 @@ def embed(
                      chunk_tokens=chunk_tokens, overlap=overlap, truncate=truncate,
                      corpus_format=corpus_format, id_field=id_field, text_field=text_field,
                      title_field=title_field or None, partition_tokens=partition_tokens,
-                     trust_remote_code=trust_remote_code, progress=progress)
+                     trust_remote_code=trust_remote_code, compile=compile_model,
+                     progress=progress)
     except KeyboardInterrupt:
         raise fail(f"interrupted; finished partitions are kept in {out}. "
                     "Run the same command again to resume.", EXIT_INTERRUPTED) from None

@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# torch.compile costs a one-off ~6-25 s per process; tests exercise it where it matters
+# (test_encoder.py) and run everything else eager, in-process and in the CLI subprocesses alike.
+os.environ.setdefault("EMBEDLAB_COMPILE", "0")
 DATA = Path(os.environ.get("EMBEDLAB_DATA", REPO.parent / "shared" / "data"))
 SCIFACT = DATA / "scifact"
 

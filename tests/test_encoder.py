@@ -114,3 +114,16 @@ def test_token_budget_gives_the_same_vectors_and_tracks_padding(encoder, scifact
     b = encoder.encode_ids(ids, batch_size=64, max_batch_tokens=2048)
     assert cosine(a, b).min() >= 0.9999
     assert encoder.stats.padded_tokens > before and 0 <= encoder.stats.padding_waste < 0.5
+
+
+def test_compiled_encoder_matches_sentence_transformers(st_model, scifact_docs):
+    from embedlab.config import EncodeConfig
+    from embedlab.encoder import Encoder, wants_compile
+
+    enc = Encoder(EncodeConfig(device="cpu", compile=True))
+    assert enc.compiled, enc.compile_error
+    texts = [(d["title"] + " " + d["text"]).strip() for d in scifact_docs[:24]]
+    theirs = st_model.encode(texts, batch_size=8)
+    assert cosine(enc.encode_texts(texts, batch_size=5), theirs).min() >= 0.9999
+    assert wants_compile(EncodeConfig(compile=None), "cpu") is False  # EMBEDLAB_COMPILE=0 in tests
+    assert wants_compile(EncodeConfig(compile=True), "cuda") is True
