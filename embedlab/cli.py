@@ -51,7 +51,7 @@ def embed(
     max_batch_tokens: Annotated[Optional[int], typer.Option(
         help="Padded-token budget per batch: short chunks come in larger batches (up to --batch-size), "
              "long ones in smaller. Default: none, every batch has --batch-size chunks.")] = None,
-    dtype: Annotated[str, typer.Option(help="Encoder precision: fp32, fp16 or bf16.")] = "fp32",
+    dtype: Annotated[str, typer.Option(help="Encoder precision: fp32, fp16, bf16, or int8 (CPU only, lossy: see README).")] = "fp32",
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda[:N].")] = "auto",
     workers: Annotated[Optional[int], typer.Option(
         help="Workers of the in-process cluster. Default: one per GPU, else 1 on CPU.")] = None,

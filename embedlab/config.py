@@ -27,6 +27,7 @@ class Dtype(str, enum.Enum):
     FP32 = "fp32"
     FP16 = "fp16"
     BF16 = "bf16"
+    INT8 = "int8"  # CPU: dynamic int8 Linear layers, per-channel weight scales (lossy; see README)
 
 
 def _enum(kind: type[enum.Enum], value: Any, what: str) -> Any:

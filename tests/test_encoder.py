@@ -127,3 +127,15 @@ def test_compiled_encoder_matches_sentence_transformers(st_model, scifact_docs):
     assert cosine(enc.encode_texts(texts, batch_size=5), theirs).min() >= 0.9999
     assert wants_compile(EncodeConfig(compile=None), "cpu") is False  # EMBEDLAB_COMPILE=0 in tests
     assert wants_compile(EncodeConfig(compile=True), "cuda") is True
+
+
+def test_int8_is_close_but_lossy_and_cpu_only(encoder, scifact_docs):
+    from embedlab.config import EncodeConfig
+    from embedlab.encoder import Encoder
+
+    int8 = Encoder(EncodeConfig(device="cpu", dtype="int8"))
+    texts = [(d["title"] + " " + d["text"]).strip() for d in scifact_docs[:16]]
+    c = cosine(int8.encode_texts(texts), encoder.encode_texts(texts))
+    assert c.min() > 0.93 and c.mean() > 0.96 and c.min() < 0.9999  # measurably lossy
+    with pytest.raises(ValueError, match="CPU only"):
+        Encoder(EncodeConfig(device="cuda", dtype="int8"))
