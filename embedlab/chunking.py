@@ -48,15 +48,16 @@ class Chunker:
     """Tokenize documents in blocks and cut them into windows.
 
     Args:
-        tokenizer: a Hugging Face fast tokenizer (``tokenizer.backend_tokenizer`` is used).
+        tokenizer: a ``tokenizers.Tokenizer`` (see ``encoder.fast_tokenizer``) or a Hugging Face
+            fast tokenizer, whose ``backend_tokenizer`` is used.
         chunk_tokens: tokens per window, special tokens included.
         overlap: tokens shared by consecutive windows.
         truncate: keep only the first window of each document.
     """
 
     def __init__(self, tokenizer, chunk_tokens: int, overlap: int = 32, truncate: bool = False):
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        if backend is None:
+        backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+        if not hasattr(backend, "encode_batch"):
             raise TypeError("chunking needs a fast (Rust) tokenizer")
         self._tok = backend.__class__.from_str(backend.to_str())
         self._tok.no_truncation()

@@ -27,7 +27,7 @@ class ClusterInfo:
     kind: str  # "external", "local-cuda" or "local-cpu"
     workers: int
     torch_threads: int | None  # per worker; None: left to the worker's own setting
-    device: str  # "cuda" or "cpu": where the in-process workers run the encoder
+    device: str  # "cuda" for dask-cuda workers, else "auto" (each worker picks)
 
 
 def cuda_available() -> bool:
@@ -37,6 +37,13 @@ def cuda_available() -> bool:
         return torch.cuda.is_available()
     except ImportError:
         return False
+
+
+def dask_cuda_installed() -> bool:
+    """Checked before CUDA itself, so that a CPU-only driver never pays for importing torch."""
+    import importlib.util
+
+    return importlib.util.find_spec("dask_cuda") is not None
 
 
 def gpu_count() -> int:
@@ -56,18 +63,15 @@ def connect(cfg: ClusterConfig) -> Iterator[tuple[object, ClusterInfo]]:
             yield client, ClusterInfo("external", n, cfg.threads, "auto")
         return
 
-    if cuda_available():
-        try:
-            from dask_cuda import LocalCUDACluster
-        except ImportError:
-            LocalCUDACluster = None
-        if LocalCUDACluster is not None:
-            n = cfg.workers or gpu_count()
-            with LocalCUDACluster(n_workers=n, threads_per_worker=1, ip="127.0.0.1",
-                                  dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
-                    Client(cluster) as client:
-                yield client, ClusterInfo("local-cuda", n, cfg.threads, "cuda")
-            return
+    if dask_cuda_installed() and cuda_available():
+        from dask_cuda import LocalCUDACluster
+
+        n = cfg.workers or gpu_count()
+        with LocalCUDACluster(n_workers=n, threads_per_worker=1, ip="127.0.0.1",
+                              dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
+                Client(cluster) as client:
+            yield client, ClusterInfo("local-cuda", n, cfg.threads, "cuda")
+        return
 
     cores = os.cpu_count() or 1
     n = cfg.workers or DEFAULT_CPU_WORKERS
@@ -75,4 +79,4 @@ def connect(cfg: ClusterConfig) -> Iterator[tuple[object, ClusterInfo]]:
     with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:
-        yield client, ClusterInfo("local-cpu", n, threads, "cpu")
+        yield client, ClusterInfo("local-cpu", n, threads, "auto")  # the worker picks CUDA if any

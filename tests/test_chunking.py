@@ -83,3 +83,15 @@ def test_a_several_megabyte_document_is_chunked_not_truncated(encoder, scifact_d
 def test_text_without_tokens_is_rejected(chunker):
     chunks, rejects = chunker.chunk([Document("ctl", "\x01\x02", "f", 3)])
     assert not chunks and rejects[0].reason == "text has no tokens" and rejects[0].line == 3
+
+
+def test_driver_tokenizer_from_tokenizer_json_equals_autotokenizer(encoder, scifact_docs):
+    from embedlab.encoder import fast_tokenizer
+
+    raw = Chunker(fast_tokenizer(encoder.info.path), chunk_tokens=64, overlap=8)
+    hf = Chunker(encoder.tokenizer, chunk_tokens=64, overlap=8)
+    docs = docs_of(scifact_docs, 40)
+    a, _ = raw.chunk(docs)
+    b, _ = hf.chunk(docs)
+    assert [(c.chunk_id, c.char_start, c.char_end) for c in a] == [(c.chunk_id, c.char_start, c.char_end) for c in b]
+    assert all(np.array_equal(x.input_ids, y.input_ids) for x, y in zip(a, b))
