@@ -28,13 +28,19 @@ def main() -> None:
     ap.add_argument("--published", type=float, default=64.51, help="published nDCG@10 x 100")
     ap.add_argument("--work", type=Path, default=Path("runs/bench_eval"))
     ap.add_argument("--split", default="test")
+    ap.add_argument("--dtype", default="fp32", help="encoder precision (fp32, bf16, int8, ...)")
+    ap.add_argument("--modes", default="truncate,chunked")
     args = ap.parse_args()
     corpus = next(p for p in (args.data / "corpus.jsonl.gz", args.data / "corpus.jsonl") if p.is_file())
     rows = []
-    for mode, kw in (("truncate (MTEB protocol)", {"truncate": True}), ("chunked, max over chunks", {})):
-        out = args.work / f"{args.data.name}-{'truncate' if kw else 'chunked'}"
+    modes = {"truncate": ("truncate (MTEB protocol)", {"truncate": True}),
+             "chunked": ("chunked, max over chunks", {})}
+    for key in args.modes.split(","):
+        mode, kw = modes[key]
+        suffix = "" if args.dtype == "fp32" else f"-{args.dtype}"
+        out = args.work / f"{args.data.name}-{key}{suffix}"
         t0 = time.perf_counter()
-        r = embedlab.embed(corpus, out, progress=False, **kw)
+        r = embedlab.embed(corpus, out, progress=False, dtype=args.dtype, **kw)
         wall = time.perf_counter() - t0
         e = evaluate(out, args.data, split=args.split)
         m = {k: v * 100 for k, v in e.metrics.items()}
@@ -44,14 +50,16 @@ def main() -> None:
                      f"{wall:.0f}" + (" (resumed)" if r.partitions_skipped == r.partitions else "")])
     header = ["mode", "docs", "chunks", "docs truncated", "nDCG@10", "vs published", "R@10", "R@100",
               "MRR@10", "MAP@100", "embed wall s"]
-    text = (f"# {args.data.name} / {args.split}: all-MiniLM-L6-v2, fp32\n\n"
+    text = (f"# {args.data.name} / {args.split}: all-MiniLM-L6-v2, {args.dtype}\n\n"
             f"Published (MTEB): nDCG@10 = {args.published:.2f}. Metrics from pytrec_eval, x 100.\n\n"
             + markdown_table(header, rows)
             + f"\n\nMachine: {machine()}\n"
-            f"Command: .venv/bin/python benchmarks/bench_eval.py --data {args.data}\n")
+            f"Command: .venv/bin/python benchmarks/bench_eval.py --data {args.data} --dtype {args.dtype} "
+            f"--modes {args.modes}\n")
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"eval_{args.data.name}.md").write_text(text)
+    suffix = "" if args.dtype == "fp32" else f"_{args.dtype}"
+    (RESULTS / f"eval_{args.data.name}{suffix}.md").write_text(text)
 
 
 if __name__ == "__main__":
