@@ -57,15 +57,21 @@ def flops_per_token(hidden: int, layers: int, ffn: int, seq: float) -> float:
     return layers * (linear + attention)
 
 
-def matmul_ceiling(repeats: int = 5) -> float:
+def matmul_ceiling(repeats: int = 20) -> float:
+    """Best fp32 GFLOP/s of a (16384x384) @ (384x1536) matmul on the current threads.
+
+    The best of many runs, not the median: a ceiling is what the machine can do when nothing
+    else gets in the way.
+    """
     a, b = torch.randn(16384, 384), torch.randn(384, 1536)
-    a @ b
-    ts = []
+    for _ in range(3):
+        a @ b
+    best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         a @ b
-        ts.append(time.perf_counter() - t0)
-    return 2 * 16384 * 384 * 1536 / statistics.median(ts) / 1e9
+        best = min(best, time.perf_counter() - t0)
+    return 2 * 16384 * 384 * 1536 / best / 1e9
 
 
 def timed(fn, repeats: int) -> tuple[float, float, float, object]:
@@ -101,7 +107,7 @@ def main() -> None:
     n, tokens = len(chunks), int(sum(len(x) for x in ids))
     fpt = flops_per_token(cfg_model.hidden_size, cfg_model.num_hidden_layers, cfg_model.intermediate_size,
                           seq=tokens / n)
-    ceiling = matmul_ceiling()
+    ceiling = max(matmul_ceiling() for _ in range(3))  # the first calls run below the clock ceiling
     rows: list[list[object]] = []
     header = ["what", "chunks", "chunks/s (median)", "min-max", "tokens/s", "x ST", "min cos to ST",
               "GFLOP/s", "% of matmul ceiling", "encoder busy", "peak RSS MB"]
