@@ -12,12 +12,13 @@ an interrupted run loses only the partitions in flight.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import sys
 import time
 from concurrent.futures import CancelledError
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,8 @@ import numpy as np
 from embedlab.chunking import Chunk, Chunker
 from embedlab.cluster import ClusterInfo, connect
 from embedlab.config import Dtype, EmbedConfig, EncodeConfig, to_jsonable
-from embedlab.corpus import CorpusError, Document, Reject, read_corpus, resolve_format
-from embedlab.encoder import cached_encoder, describe_model
+from embedlab.corpus import CorpusError, Document, Record, Reject, read_corpus, resolve_format
+from embedlab.encoder import cached_encoder, describe_model, fast_tokenizer
 from embedlab.partition import Partition, partition_chunks
 from embedlab.store import (FORMAT_VERSION, ID_SCHEME, REJECTS_FILE, SUMMARY_FILE, Manifest,
                             PartitionEntry, Store, atomic_write_bytes, atomic_write_json)
@@ -63,6 +64,7 @@ class EmbedResult:
     forward_seconds: float = 0.0  # summed over workers
     padding_waste: float = 0.0  # fraction of the tokens fed to the model that were padding
     cluster: dict[str, Any] = field(default_factory=dict)
+    encoder: dict[str, Any] = field(default_factory=dict)  # as the first worker reported it
 
     @property
     def ok(self) -> bool:
@@ -114,9 +116,18 @@ class EmbedResult:
             f"throughput  {self.chunks_per_second:,.1f} chunks/s, {self.tokens_per_second:,.0f} tokens/s",
             f"encoder     busy {self.encoder_busy:.0%} of the encode phase "
             f"({self.encode_wall_seconds:.1f} s), padding {self.padding_waste:.1%} of tokens",
+            f"workers     {self.cluster.get('workers')} x {self.encoder.get('torch_threads')} torch threads "
+            f"({self.cluster.get('kind')}), {self.encoder.get('device')} {self.encoder.get('dtype')}"
+            + (", compiled" if self.encoder.get("compiled") else ", eager")
+            + (f" (compile failed: {self.encoder['compile_error']})" if self.encoder.get("compile_error") else ""),
             f"store       {self.out}",
         ]
         return "\n".join(lines)
+
+
+def content_sha256(text: str) -> str:
+    """The hash a store keeps per document: sha256 of its encoded text (``Document.text``)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def store_identity(cfg: EmbedConfig, chunk_tokens: int) -> dict[str, Any]:
@@ -143,9 +154,11 @@ def store_identity(cfg: EmbedConfig, chunk_tokens: int) -> dict[str, Any]:
 
 
 # -- worker side ----------------------------------------------------------------------------
-def load_encoder(encode: EncodeConfig) -> str:
-    """Load (and cache) the worker's encoder before any partition arrives."""
-    return cached_encoder(encode).info.sha256
+def load_encoder(encode: EncodeConfig) -> dict[str, Any]:
+    """Load (and cache) the worker's encoder before any partition arrives; say how it runs."""
+    enc = cached_encoder(encode)
+    return {"device": enc.device, "dtype": encode.dtype.value, "compiled": enc.compiled,
+            "compile_error": enc.compile_error, "torch_threads": enc.torch_threads}
 
 
 @dataclass(frozen=True)
@@ -187,6 +200,8 @@ def embed_partition(part: Partition, out: str, encode: EncodeConfig) -> Partitio
         "n_tokens": part.n_tokens_per_chunk(),
         "text": part.texts,
     }
+    if part.doc_sha256:
+        columns["doc_sha256"] = part.doc_sha256
     pq_sha, fs_sha = store.write_partition(part.index, columns, vectors)
     entry = PartitionEntry(
         index=part.index, rows=part.n_chunks, tokens=part.n_tokens, docs=part.n_docs,
@@ -201,39 +216,73 @@ def embed_partition(part: Partition, out: str, encode: EncodeConfig) -> Partitio
 
 
 # -- driver side ----------------------------------------------------------------------------
-class _ChunkStream:
-    """Corpus records -> chunks, collecting rejects and document counts on the way."""
+class ChunkStream:
+    """Records -> chunks -> partitions, collecting rejects and document counts on the way.
 
-    def __init__(self, cfg: EmbedConfig, chunker: Chunker):
-        self.cfg = cfg
+    Args:
+        records: corpus records (documents and rejects), e.g. :func:`read_corpus`.
+        chunker: cuts documents into token windows.
+        block_docs: documents tokenized together.
+    """
+
+    def __init__(self, records: Iterable[Record], chunker: Chunker, block_docs: int):
+        self.records = records
         self.chunker = chunker
+        self.block_docs = block_docs
         self.rejects: list[Reject] = []
         self.documents = 0
         self.truncated_documents = 0
         self.truncated_tokens = 0
+        self._doc_sha256: dict[str, str] = {}  # documents chunked but not yet in a partition
 
     def __iter__(self) -> Iterator[Chunk]:
         block: list[Document] = []
-        for rec in read_corpus(self.cfg.corpus):
+        for rec in self.records:
             if isinstance(rec, Reject):
                 self.rejects.append(rec)
                 continue
             block.append(rec)
-            if len(block) >= self.cfg.corpus.block_docs:
+            if len(block) >= self.block_docs:
                 yield from self._chunk(block)
                 block = []
         if block:
             yield from self._chunk(block)
 
+    def partitions(self, token_budget: int, first_index: int = 0) -> Iterator[Partition]:
+        """The chunk stream cut into partitions numbered from ``first_index``."""
+        for part in partition_chunks(self, token_budget, first_index=first_index,
+                                     doc_sha256=self._doc_sha256):
+            for doc_id in dict.fromkeys(part.doc_ids):
+                del self._doc_sha256[doc_id]
+            yield part
+
     def _chunk(self, block: list[Document]) -> list[Chunk]:
         chunks, rejects = self.chunker.chunk(block)
         self.rejects.extend(rejects)
         self.documents += len(block) - len(rejects)
+        refused = {r.doc_id for r in rejects}
+        self._doc_sha256.update((d.doc_id, content_sha256(d.text)) for d in block
+                                if d.doc_id not in refused)
         for c in chunks:
             if c.truncated_tokens:
                 self.truncated_documents += 1
                 self.truncated_tokens += c.truncated_tokens
         return chunks
+
+
+def make_chunker(cfg: EmbedConfig) -> Chunker:
+    """The chunker ``cfg`` describes, with the model's own tokenizer.
+
+    Raises:
+        ValueError: ``cfg.chunk.chunk_tokens`` exceeds the model's max sequence length.
+    """
+    info = describe_model(cfg.encode.model, cfg.encode.revision)
+    chunk_tokens = cfg.chunk.chunk_tokens or info.max_seq_length
+    if chunk_tokens > info.max_seq_length:
+        raise ValueError(f"chunk_tokens={chunk_tokens} exceeds the model's max sequence length "
+                         f"{info.max_seq_length}; the encoder would truncate every full chunk")
+    tokenizer = fast_tokenizer(info.path, trust_remote_code=cfg.encode.trust_remote_code)
+    return Chunker(tokenizer, chunk_tokens, cfg.chunk.overlap, cfg.chunk.truncate)
 
 
 def embed(cfg: EmbedConfig) -> EmbedResult:
@@ -243,49 +292,32 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
         CorpusError: the corpus cannot be read at all, or holds no good document.
         StoreMismatchError: ``cfg.out`` holds a store made with other settings.
     """
-    from transformers import AutoTokenizer
-
     t0 = time.perf_counter()
-    info = describe_model(cfg.encode.model, cfg.encode.revision)
-    chunk_tokens = cfg.chunk.chunk_tokens or info.max_seq_length
-    if chunk_tokens > info.max_seq_length:
-        raise ValueError(f"chunk_tokens={chunk_tokens} exceeds the model's max sequence length "
-                         f"{info.max_seq_length}; the encoder would truncate every full chunk")
-    tokenizer = AutoTokenizer.from_pretrained(info.path, trust_remote_code=cfg.encode.trust_remote_code)
-    chunker = Chunker(tokenizer, chunk_tokens, cfg.chunk.overlap, cfg.chunk.truncate)
-
+    chunker = make_chunker(cfg)
     resolve_format(cfg.corpus)  # fail on a missing path before any cluster starts
     store = Store(cfg.out)
-    store.init(store_identity(cfg, chunk_tokens))
+    store.init(store_identity(cfg, chunker.chunk_tokens))
     store.remove_stray_temporaries()
     manifest = store.manifest()
     manifest.complete = False
     result = EmbedResult(out=cfg.out)
-    stream = _ChunkStream(cfg, chunker)
+    stream = ChunkStream(read_corpus(cfg.corpus), chunker, cfg.corpus.block_docs)
 
-    partitions = partition_chunks(stream, cfg.partition_tokens)
+    partitions = stream.partitions(cfg.partition_tokens)
     first = next(partitions, None)  # an empty corpus fails here, before any cluster starts
     if first is None:
         _write_rejects(store, stream.rejects)
         raise EmptyCorpusError(
             f"{cfg.corpus.path}: no document could be embedded ({len(stream.rejects)} record(s) "
             f"rejected{'; see ' + str(store.root / REJECTS_FILE) if stream.rejects else ''})")
-    with connect(cfg.cluster) as (client, cluster):
-        encode = _encode_config_for(cfg.encode, cluster)
-        result.cluster = dataclasses.asdict(cluster)
-        warm = [client.submit(load_encoder, encode, workers=[w], allow_other_workers=True, pure=False)
-                for w in client.scheduler_info()["workers"]]
-        first = [first, *itertools.islice(partitions, cluster.workers - 1)]  # chunked while models load
-        client.gather(warm)
-        n_parts = _run_partitions(client, cluster, store, manifest, encode,
-                                  itertools.chain(first, partitions), result, cfg)
+    n_parts = encode_partitions(cfg, store, manifest, first, partitions, result)
 
     store.remove_stray_temporaries()  # left by attempts on workers that died mid-write
     for stale in [k for k in manifest.partitions if k >= n_parts]:
-        store.remove_partition(stale)
         del manifest.partitions[stale]
     manifest.complete = True
     store.write_manifest(manifest)
+    store.remove_uncommitted(manifest)  # stale partitions, and files of superseded generations
 
     result.documents = stream.documents
     result.rejected = len(stream.rejects)
@@ -299,6 +331,27 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     result.wall_seconds = time.perf_counter() - t0
     atomic_write_json(store.root / SUMMARY_FILE, result.to_json())
     return result
+
+
+def encode_partitions(cfg: EmbedConfig, store: Store, manifest: Manifest, first: Partition,
+                      rest: Iterator[Partition], result: EmbedResult) -> int:
+    """Encode ``first`` and ``rest`` on the cluster ``cfg.cluster`` describes, into ``store``.
+
+    Partitions that ``manifest`` already holds (same digest, files intact) are skipped; each
+    one that lands is recorded in ``manifest``, which is written as they land.
+
+    Returns:
+        The number of partitions planned (skipped or encoded).
+    """
+    with connect(cfg.cluster) as (client, cluster):
+        encode = _encode_config_for(cfg.encode, cluster)
+        result.cluster = dataclasses.asdict(cluster)
+        warm = [client.submit(load_encoder, encode, workers=[w], allow_other_workers=True, pure=False)
+                for w in client.scheduler_info()["workers"]]
+        head = [first, *itertools.islice(rest, cluster.workers - 1)]  # chunked while models load
+        result.encoder = client.gather(warm)[0]
+        return _run_partitions(client, cluster, store, manifest, encode,
+                               itertools.chain(head, rest), result, cfg)
 
 
 def _write_rejects(store: Store, rejects: list[Reject]) -> None:
@@ -376,7 +429,9 @@ def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manife
     try:
         for part in partitions:
             n_parts += 1
-            if store.entry_is_current(manifest.partitions.get(part.index), part.digest):
+            current = manifest.partitions.get(part.index)
+            if store.entry_is_current(current, part.digest):
+                current.tombstones = []  # its files hold exactly this partition: every row is live
                 result.partitions_skipped += 1
                 bar.update(part.n_chunks)
                 continue

@@ -4,6 +4,8 @@ Each shard returns its own top-k with exact inner-product scores; the global top
 top-k of their union (:func:`merge_topk`). Document-level results score a document by its best
 chunk: the top chunks are fetched in growing rounds until they hold ``k`` distinct documents,
 which makes the document ranking exact (any document not seen scores at most the last chunk).
+Rows an update tombstoned are removed from the loaded shards (``remove_ids``), so they never
+come back from a search.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from embedlab.config import EncodeConfig
-from embedlab.store import Store, faiss_ids
+from embedlab.store import PartitionEntry, Store, drop_tombstoned, faiss_ids
 
 MERGED_INDEX = "_merged/index.faiss"
 
@@ -81,12 +83,13 @@ class Searcher:
                 raise FileNotFoundError(f"{path}: no merged index; run `embedlab merge {self.store.root}`")
             self.shards = [faiss.read_index(str(path))]
         else:
-            self.shards = [faiss.read_index(str(self.store.root / manifest.partitions[i].faiss))
+            self.shards = [_read_live_shard(self.store, manifest.partitions[i])
                            for i in sorted(manifest.partitions)]
         ids, chunk_ids, doc_ids = [], [], []
         for i in sorted(manifest.partitions):
-            t = pq.read_table(self.store.root / manifest.partitions[i].parquet,
-                              columns=["chunk_id", "doc_id"])
+            e = manifest.partitions[i]
+            t = drop_tombstoned(pq.read_table(self.store.root / e.parquet, columns=["chunk_id", "doc_id"]),
+                                e.tombstones)
             cids = t.column("chunk_id").to_pylist()
             chunk_ids += cids
             doc_ids += t.column("doc_id").to_pylist()
@@ -96,7 +99,7 @@ class Searcher:
         self.n_chunks = len(chunk_ids)
         self.n_docs = len(set(doc_ids))
         self.encoder = Encoder(EncodeConfig(model=self.meta["model_path"], dtype=self.meta["dtype"],
-                                            device=device))
+                                            device=device, compile=False))  # a few queries
         self.query_prefix = (default_query_prefix(self.meta["model_path"]) if query_prefix is None
                              else query_prefix)
 
@@ -164,6 +167,16 @@ class Searcher:
         return out
 
 
+def _read_live_shard(store: Store, entry: PartitionEntry):
+    """A partition's FAISS shard without the rows the manifest tombstones."""
+    import faiss
+
+    shard = faiss.read_index(str(store.root / entry.faiss))
+    if entry.tombstones:
+        shard.remove_ids(faiss_ids(entry.tombstones))
+    return shard
+
+
 def build_merged_index(store: Store | Path | str) -> Path:
     """Join every shard into one index at ``OUT/_merged/index.faiss`` (written atomically)."""
     import faiss
@@ -175,7 +188,7 @@ def build_merged_index(store: Store | Path | str) -> Path:
     manifest = store.manifest()
     merged = None
     for i in sorted(manifest.partitions):
-        shard = faiss.read_index(str(store.root / manifest.partitions[i].faiss))
+        shard = _read_live_shard(store, manifest.partitions[i])
         if merged is None:
             merged = faiss.IndexIDMap2(faiss.IndexFlatIP(shard.d))
         if shard.ntotal:

@@ -9,14 +9,24 @@ Layout of a store folder ``OUT``::
     OUT/_manifest.json            per partition: rows, tokens, content digest, file sha256s
     OUT/_rejects.jsonl            every bad input record, with file, line and reason
     OUT/_summary.json             counts and timings of the last run
+    OUT/_staging/                 partitions of an update or stream batch not yet committed
+    OUT/_writer.lock              held by the one update, compact or stream writing the store
 
 Every name that is not a partition starts with ``_`` or ``.``, which pyarrow, pandas and
 DuckDB skip, so ``OUT`` opens as one Parquet dataset. Files are written under a hidden
 temporary name and renamed into place, so no reader ever sees half a file.
+
+The manifest is the commit point: a partition belongs to the store once the manifest names it.
+An update (:mod:`embedlab.incremental`) appends partitions and marks the rows it replaces or
+deletes as *tombstones* in the manifest entry of the partition holding them; readers
+(:meth:`Store.iter_tables`, :class:`embedlab.search.Searcher`) skip them, and compaction rewrites
+such a partition under its next *generation* name (``part-00003.g1.parquet``) without them.
+Until then the raw Parquet dataset still holds the tombstoned rows.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -33,6 +43,8 @@ MANIFEST_FILE = "_manifest.json"
 REJECTS_FILE = "_rejects.jsonl"
 SUMMARY_FILE = "_summary.json"
 FAISS_DIR = "_faiss"
+STAGING_DIR = "_staging"
+LOCK_FILE = "_writer.lock"
 FORMAT_VERSION = 1
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -62,8 +74,9 @@ def faiss_ids(chunk_ids: Sequence[str]) -> np.ndarray:
     return out
 
 
-def part_name(index: int) -> str:
-    return f"part-{index:05d}"
+def part_name(index: int, generation: int = 0) -> str:
+    """``part-00003``; a compacted rewrite is ``part-00003.g1``, ``part-00003.g2``, ..."""
+    return f"part-{index:05d}" + (f".g{generation}" if generation else "")
 
 
 def sha256_file(path: Path) -> str:
@@ -95,6 +108,17 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+def drop_tombstoned(table: Any, tombstones: Sequence[str]) -> Any:
+    """``table`` (with a ``chunk_id`` column) without the rows whose chunk id is tombstoned."""
+    if not tombstones:
+        return table
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    dead = pc.is_in(table.column("chunk_id"), value_set=pa.array(list(tombstones), type=pa.string()))
+    return table.filter(pc.invert(dead))
+
+
 def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -116,9 +140,19 @@ class PartitionEntry:
     parquet_sha256: str
     faiss_sha256: str
     reencoded_fp32: list[str] = field(default_factory=list)  # chunks whose vectors were non-finite
+    tombstones: list[str] = field(default_factory=list)  # sorted chunk ids of rows no longer live
+    generation: int = 0  # times compaction rewrote the partition; part of its file names
 
     def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        for key in ("tombstones", "generation"):  # absent when unused: older manifests read the same
+            if not d[key]:
+                del d[key]
+        return d
+
+    @property
+    def live_rows(self) -> int:
+        return self.rows - len(self.tombstones)
 
 
 @dataclass
@@ -137,7 +171,21 @@ class Manifest:
 
     @property
     def rows(self) -> int:
+        """Rows in the partition files, tombstoned ones included."""
         return sum(p.rows for p in self.partitions.values())
+
+    @property
+    def live_rows(self) -> int:
+        return sum(p.live_rows for p in self.partitions.values())
+
+    @property
+    def next_index(self) -> int:
+        """Index of the next partition an update appends."""
+        return max(self.partitions, default=-1) + 1
+
+    def files(self) -> set[str]:
+        """Paths (relative to the store) of every file the manifest names."""
+        return {f for e in self.partitions.values() for f in (e.parquet, e.faiss)}
 
 
 class Store:
@@ -191,11 +239,16 @@ class Store:
     def write_manifest(self, manifest: Manifest) -> None:
         atomic_write_json(self.manifest_path, manifest.to_json())
 
-    def parquet_path(self, index: int) -> Path:
-        return self.root / f"{part_name(index)}.parquet"
+    def parquet_path(self, index: int, generation: int = 0) -> Path:
+        return self.root / f"{part_name(index, generation)}.parquet"
 
-    def faiss_path(self, index: int) -> Path:
-        return self.root / FAISS_DIR / f"{part_name(index)}.faiss"
+    def faiss_path(self, index: int, generation: int = 0) -> Path:
+        return self.root / FAISS_DIR / f"{part_name(index, generation)}.faiss"
+
+    @property
+    def staging(self) -> Store:
+        """``OUT/_staging``: where partitions wait until a manifest commit names them."""
+        return Store(self.root / STAGING_DIR)
 
     def entry_is_current(self, entry: PartitionEntry | None, digest: str) -> bool:
         """True when ``entry`` encodes ``digest`` and both its files hash to what it records."""
@@ -210,6 +263,48 @@ class Store:
         for p in (self.parquet_path(index), self.faiss_path(index)):
             p.unlink(missing_ok=True)
 
+    def partition_files(self) -> list[str]:
+        """Every partition file in the folder (relative paths), named by the manifest or not."""
+        found = [p.name for p in self.root.glob("*.parquet")]
+        found += [f"{FAISS_DIR}/{p.name}" for p in (self.root / FAISS_DIR).glob("*.faiss")]
+        return sorted(found)
+
+    def remove_uncommitted(self, manifest: Manifest) -> list[str]:
+        """Delete partition files that ``manifest`` does not name (left by a crashed writer)."""
+        listed = manifest.files()
+        stray = [rel for rel in self.partition_files() if rel not in listed]
+        for rel in stray:
+            (self.root / rel).unlink(missing_ok=True)
+        return stray
+
+    @contextlib.contextmanager
+    def writer_lock(self) -> Iterator[None]:
+        """Hold the store's writer lock (``OUT/_writer.lock``, an advisory ``flock``).
+
+        Update, compact and stream take it, so two of them never interleave their commits.
+
+        Raises:
+            StoreError: another process holds it.
+        """
+        import fcntl
+
+        with open(self.root / LOCK_FILE, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "unknown"
+                raise StoreError(f"{self.root} is being written by another process ({holder}); "
+                                 "try again when it has finished") from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()}\n")
+            fh.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def remove_stray_temporaries(self) -> list[Path]:
         stray = [p for p in self.root.rglob(".*.tmp") if p.is_file()]
         for p in stray:
@@ -218,7 +313,7 @@ class Store:
 
     # -- partitions ---------------------------------------------------------------------------
     def write_partition(self, index: int, columns: dict[str, Any], vectors: np.ndarray,
-                        ) -> tuple[str, str]:
+                        generation: int = 0) -> tuple[str, str]:
         """Write one partition's Parquet file and FAISS shard atomically; return their sha256s."""
         import faiss
         import pyarrow as pa
@@ -233,12 +328,12 @@ class Store:
 
         index_ = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         if n:
-            index_.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
-                                faiss_ids(columns["chunk_id"]))
+            chunk_ids = table.column("chunk_id").to_pylist()
+            index_.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), faiss_ids(chunk_ids))
         faiss_bytes = faiss.serialize_index(index_).tobytes()
 
-        atomic_write_bytes(self.parquet_path(index), parquet_bytes)
-        atomic_write_bytes(self.faiss_path(index), faiss_bytes)
+        atomic_write_bytes(self.parquet_path(index, generation), parquet_bytes)
+        atomic_write_bytes(self.faiss_path(index, generation), faiss_bytes)
         return hashlib.sha256(parquet_bytes).hexdigest(), hashlib.sha256(faiss_bytes).hexdigest()
 
     def parquet_files(self) -> list[Path]:
@@ -246,10 +341,16 @@ class Store:
         return [self.root / m.partitions[k].parquet for k in sorted(m.partitions)]
 
     def iter_tables(self, columns: Sequence[str] | None = None) -> Iterator[Any]:
+        """Each partition's live rows as a ``pyarrow.Table`` (tombstoned rows left out)."""
         import pyarrow.parquet as pq
 
-        for path in self.parquet_files():
-            yield pq.read_table(path, columns=list(columns) if columns else None)
+        m = self.manifest()
+        want = list(columns) if columns else None
+        for k in sorted(m.partitions):
+            e = m.partitions[k]
+            read = want if not e.tombstones or want is None or "chunk_id" in want else [*want, "chunk_id"]
+            table = drop_tombstoned(pq.read_table(self.root / e.parquet, columns=read), e.tombstones)
+            yield table.select(want) if want is not None and read != want else table
 
     # -- verification -------------------------------------------------------------------------
     def verify(self, deep: bool = True) -> list[str]:
@@ -271,6 +372,7 @@ class Store:
         if not manifest.complete:
             problems.append(f"{self.manifest_path}: run did not finish (manifest not complete)")
         listed = set()
+        live: dict[str, int] = {}  # live chunk id -> partition, to catch one chunk live twice
         for k in sorted(manifest.partitions):
             e = manifest.partitions[k]
             listed.update({e.parquet, e.faiss})
@@ -282,7 +384,7 @@ class Store:
                 elif sha256_file(path) != want:
                     found.append(f"{path}: sha256 differs from the manifest (damaged or replaced)")
             if deep and not found:
-                found = self._check_partition(e)
+                found = self._check_partition(e, live)
             problems.extend(found)
         indices = sorted(manifest.partitions)
         if indices and indices != list(range(len(indices))):
@@ -290,7 +392,7 @@ class Store:
             problems.append(f"{self.manifest_path}: no entry for partition(s) {missing}")
         for path in sorted(self.root.rglob("*")):
             rel = path.relative_to(self.root).as_posix()
-            if not path.is_file():
+            if not path.is_file() or rel.startswith(f"{STAGING_DIR}/"):  # not committed, not read
                 continue
             if path.name.endswith(".tmp"):
                 problems.append(f"{path}: stray temporary file from an interrupted write")
@@ -299,7 +401,7 @@ class Store:
                 problems.append(f"{path}: not in the manifest")
         return problems
 
-    def _check_partition(self, e: PartitionEntry) -> list[str]:
+    def _check_partition(self, e: PartitionEntry, live: dict[str, int]) -> list[str]:
         import faiss
         import pyarrow.parquet as pq
 
@@ -317,8 +419,21 @@ class Store:
         if index.ntotal != e.rows:
             return [f"{fs_path}: ntotal {index.ntotal}, manifest says {e.rows} rows"]
         ids = faiss.vector_to_array(faiss.downcast_index(index).id_map) if e.rows else np.zeros(0)
-        if not np.array_equal(ids, faiss_ids(table.column("chunk_id").to_pylist())):
+        chunk_ids = table.column("chunk_id").to_pylist()
+        if not np.array_equal(ids, faiss_ids(chunk_ids)):
             return [f"{fs_path}: FAISS ids do not match the chunk ids of {pq_path.name}"]
+        dead = set(e.tombstones)
+        if not dead <= set(chunk_ids):
+            return [f"{self.manifest_path}: partition {e.index} tombstones chunk(s) it does not hold: "
+                    f"{sorted(dead - set(chunk_ids))[:5]}"]
+        twice = []
+        for cid in chunk_ids:
+            if cid not in dead:
+                if cid in live:
+                    twice.append(f"{cid} (also in partition {live[cid]})")
+                live[cid] = e.index
+        if twice:
+            return [f"{pq_path}: chunk(s) live in two partitions: {twice[:5]}"]
         return []
 
     def require_verified(self) -> None:
@@ -330,4 +445,4 @@ class Store:
             raise StoreError(
                 f"store {self.root} does not verify:\n  {shown}{more}\n"
                 f"Run `embedlab verify {self.root}` for details, and re-run the same "
-                "`embedlab embed` command to repair it.")
+                "`embedlab embed` (or `embedlab update`) command to repair it.")

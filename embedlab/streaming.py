@@ -1,0 +1,346 @@
+"""Streaming mode: embed documents as they arrive, in small batches, and commit each batch.
+
+A reader thread tails the source (every ``*.jsonl`` file in a watched folder, or one JSONL
+change feed read as it grows), takes complete lines only, and stamps each record with the time
+it first saw it. The main loop takes a micro-batch when ``max_batch`` records are waiting or
+the oldest has waited ``max_delay_ms``, classifies them against the store like an update
+(new, modified, unchanged, deleted), encodes the changed documents in-process with the cached
+encoder (no Dask: the batch is small and latency is the point), and commits one partition plus
+tombstones with the same atomic manifest commit as ``embedlab update``. A document is
+searchable once that commit lands; its latency is arrival to commit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from embedlab.chunking import Chunker
+from embedlab.config import DEFAULT_MODEL, ChunkConfig, CorpusConfig, EmbedConfig, EncodeConfig, to_jsonable
+from embedlab.corpus import Reject
+from embedlab.encoder import cached_encoder
+from embedlab.incremental import (Delta, FeedOp, LiveDoc, commit, feed_changes, index_rows,
+                                  last_ops, live_documents, next_manifest, parse_feed_line, recover,
+                                  stored_config)
+from embedlab.partition import Partition
+from embedlab.pipeline import ChunkStream, embed_partition, make_chunker, store_identity, _write_rejects
+from embedlab.store import Manifest, Store, atomic_write_json
+
+STREAM_SUMMARY_FILE = "_stream_summary.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamConfig:
+    watch: Path  # a folder whose *.jsonl files are read as they appear and grow, or one JSONL file
+    out: Path  # the store; created when missing (with model / chunk / dtype below)
+    max_batch: int = 32  # most records in one micro-batch
+    max_delay_ms: float = 200.0  # longest the oldest waiting record waits for its batch to fill
+    max_docs: int | None = None  # stop after this many records; None (and no idle_exit_s): run
+    idle_exit_s: float | None = None  # until interrupted. Stop after this long with nothing new
+    poll_ms: float = 5.0  # how often the reader looks for new lines
+    id_field: str = "_id"  # record fields, as for a JSONL corpus; "op" may be upsert or delete
+    text_field: str = "text"
+    title_field: str | None = "title"
+    model: str | None = None  # a new store's settings; None: the existing store's (or defaults)
+    chunk: ChunkConfig | None = None
+    dtype: str | None = None
+    device: str | None = None  # encoder settings that do not change vectors; None: the store's
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "watch", Path(self.watch))
+        object.__setattr__(self, "out", Path(self.out))
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1; got {self.max_batch}")
+        if self.max_delay_ms < 0:
+            raise ValueError(f"max_delay_ms must be >= 0; got {self.max_delay_ms}")
+
+
+@dataclass(frozen=True)
+class Arrival:
+    record: FeedOp | Reject
+    seen: float  # time.perf_counter() when the reader first saw the record
+
+
+@dataclass
+class StreamResult:
+    """What a stream run did; latencies are from arrival to searchable (the batch's commit)."""
+
+    out: Path
+    records: int = 0
+    new: int = 0
+    modified: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    chunks: int = 0
+    batches: int = 0  # micro-batches taken
+    commits: int = 0  # of which changed the store
+    max_batch: int = 0
+    max_delay_ms: float = 0.0
+    wall_seconds: float = 0.0  # first arrival to last commit
+    encode_seconds: float = 0.0  # in encode + write of the partitions
+    encoder: dict[str, Any] = field(default_factory=dict)  # device, threads, compiled
+    latency_ms: list[float] = field(default_factory=list)  # per changed record
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(self.latency_ms, q)) if self.latency_ms else 0.0
+
+    @property
+    def changed(self) -> int:
+        return self.new + self.modified + self.deleted
+
+    @property
+    def docs_per_second(self) -> float:
+        return self.changed / self.wall_seconds if self.wall_seconds else 0.0
+
+    @property
+    def chunks_per_second(self) -> float:
+        return self.chunks / self.wall_seconds if self.wall_seconds else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        d = to_jsonable(dataclasses.asdict(self))
+        d.update(p50_ms=self.percentile(50), p99_ms=self.percentile(99),
+                 docs_per_second=self.docs_per_second, chunks_per_second=self.chunks_per_second)
+        return d
+
+    def summary(self) -> str:
+        return "\n".join([
+            f"records     {self.records:,}: {self.new:,} new, {self.modified:,} modified, "
+            f"{self.deleted:,} deleted, {self.unchanged:,} unchanged, {self.rejected:,} rejected",
+            f"batches     {self.batches:,} (max {self.max_batch} records or {self.max_delay_ms:g} ms), "
+            f"{self.commits:,} commits, {self.chunks:,} chunks embedded",
+            f"latency     p50 {self.percentile(50):,.0f} ms, p99 {self.percentile(99):,.0f} ms "
+            "(arrival to searchable)",
+            f"throughput  {self.docs_per_second:,.1f} docs/s, {self.chunks_per_second:,.1f} chunks/s "
+            f"over {self.wall_seconds:.1f} s",
+            f"store       {self.out}",
+        ])
+
+
+class Tail(threading.Thread):
+    """Reads complete JSONL lines from the watched source as they appear; stamps their arrival.
+
+    Args:
+        path: a folder (its ``*.jsonl`` files, hidden ones skipped) or one JSONL file.
+        reader: field names of a record.
+        out: where :class:`Arrival` items go.
+        poll_s: pause between looks at the source.
+        max_records: stop after this many records (None: until :meth:`stop`).
+    """
+
+    def __init__(self, path: Path, reader: CorpusConfig, out: queue.Queue, poll_s: float,
+                 max_records: int | None):
+        super().__init__(name="embedlab-stream-tail", daemon=True)
+        self.path, self.reader, self.out = path, reader, out
+        self.poll_s, self.max_records = poll_s, max_records
+        self.offsets: dict[Path, int] = {}
+        self.lines: dict[Path, int] = {}
+        self.count = 0
+        self.done = threading.Event()
+        self._stop_event = threading.Event()
+        self.error: BaseException | None = None
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        try:
+            while not self._stop_event.is_set() and not self._full():
+                self.scan()
+                self._stop_event.wait(self.poll_s)
+        except BaseException as e:  # surfaced by the main loop
+            self.error = e
+        finally:
+            self.done.set()
+
+    def _full(self) -> bool:
+        return self.max_records is not None and self.count >= self.max_records
+
+    def files(self) -> list[Path]:
+        if self.path.is_dir():
+            return sorted(p for p in self.path.glob("*.jsonl") if not p.name.startswith("."))
+        return [self.path] if self.path.is_file() else []
+
+    def scan(self) -> None:
+        for path in self.files():
+            with open(path, "rb") as fh:
+                fh.seek(self.offsets.get(path, 0))
+                data = fh.read()
+            end = data.rfind(b"\n") + 1  # complete lines only; a partial last line waits
+            if not end:
+                continue
+            self.offsets[path] = self.offsets.get(path, 0) + end
+            seen = time.perf_counter()
+            for raw in data[:end].splitlines(keepends=True):
+                self.lines[path] = line = self.lines.get(path, 0) + 1
+                rec = parse_feed_line(raw, self.reader, str(path), line)
+                if rec is None:
+                    continue
+                self.out.put(Arrival(rec, seen))
+                self.count += 1
+                if self._full():
+                    return
+
+
+def next_batch(q: queue.Queue, max_batch: int, max_delay_s: float, wait_s: float) -> list[Arrival]:
+    """Up to ``max_batch`` arrivals; waits at most ``wait_s`` for the first one, and for the rest
+    until the first has waited ``max_delay_s`` since its arrival."""
+    try:
+        batch = [q.get(timeout=wait_s)]
+    except queue.Empty:
+        return []
+    deadline = batch[0].seen + max_delay_s
+    while len(batch) < max_batch:
+        try:
+            batch.append(q.get_nowait())
+            continue
+        except queue.Empty:
+            pass
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            break
+        try:
+            batch.append(q.get(timeout=left))
+        except queue.Empty:
+            break
+    return batch
+
+
+class _Writer:
+    """Applies micro-batches to the store: classify, chunk, encode, commit.
+
+    The caller holds the store's writer lock for the writer's lifetime.
+    """
+
+    def __init__(self, store: Store, cfg: EmbedConfig, chunker: Chunker, result: StreamResult):
+        self.store, self.cfg, self.chunker, self.result = store, cfg, chunker, result
+        if not store.manifest_path.is_file():
+            store.write_manifest(Manifest(complete=True))
+        self.manifest = recover(store)
+        self.live: dict[str, LiveDoc] = live_documents(store, self.manifest)
+        encoder = cached_encoder(cfg.encode)
+        encoder.encode_texts(["warm up"])
+        result.encoder = {"device": encoder.device, "compiled": bool(getattr(encoder, "compiled", False)),
+                          "torch_threads": torch_threads()}
+        self.rejects: list[Reject] = []
+
+    def apply(self, batch: list[Arrival]) -> None:
+        delta = Delta(self.live)
+        docs = list(feed_changes(last_ops((a.record for a in batch), self.rejects), delta))
+        stream = ChunkStream(docs, self.chunker, max(1, len(docs)))
+        part = next(stream.partitions(sys.maxsize, first_index=self.manifest.next_index), None)
+        self.rejects += stream.rejects
+        added = []
+        if part is not None:
+            t0 = time.perf_counter()
+            added.append(embed_partition(part, str(self.store.staging.root), self.cfg.encode).entry)
+            self.result.encode_seconds += time.perf_counter() - t0
+        if added or delta.dead:
+            new = next_manifest(self.manifest, added, delta.dead)
+            commit(self.store, new, added)
+            self.manifest = new
+            self.result.commits += 1
+        self._record(batch, delta, part, time.perf_counter())
+
+    def _record(self, batch: list[Arrival], delta: Delta, part: Partition | None, done: float) -> None:
+        for doc_id in delta.removed:
+            self.live.pop(doc_id, None)
+        if part is not None:
+            self.live.update(index_rows(part.index, part.doc_ids, part.chunk_ids, part.doc_sha256))
+            self.result.chunks += part.n_chunks
+        r, c = self.result, delta.counts
+        r.batches += 1
+        r.records += len(batch)
+        r.new, r.modified, r.deleted, r.unchanged = (r.new + c.new, r.modified + c.modified,
+                                                     r.deleted + c.deleted, r.unchanged + c.unchanged)
+        r.latency_ms += [(done - a.seen) * 1e3 for a in batch
+                         if isinstance(a.record, FeedOp) and a.record.doc_id in delta.changed]
+
+
+def stream_config(cfg: StreamConfig) -> EmbedConfig:
+    """Embed settings for the stream: the store's own, or a new store's from ``cfg``."""
+    store = Store(cfg.out)
+    overrides = {"device": cfg.device, "batch_size": cfg.batch_size}
+    if store.exists():
+        base = stored_config(store, **overrides)
+    else:
+        encode = EncodeConfig(model=DEFAULT_MODEL, **{k: v for k, v in overrides.items() if v is not None})
+        base = EmbedConfig(corpus=_reader(cfg), out=cfg.out, encode=encode)
+    given = {k: v for k, v in {"model": cfg.model, "dtype": cfg.dtype}.items() if v is not None}
+    return dataclasses.replace(base, encode=dataclasses.replace(base.encode, **given),
+                               chunk=cfg.chunk or base.chunk, progress=False)
+
+
+def _reader(cfg: StreamConfig) -> CorpusConfig:
+    return CorpusConfig(path=cfg.watch, id_field=cfg.id_field, text_field=cfg.text_field,
+                        title_field=cfg.title_field)
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def stream(cfg: StreamConfig, *, on_ready: Callable[[], None] | None = None) -> StreamResult:
+    """Run the streaming loop until ``cfg.max_docs`` records or ``cfg.idle_exit_s`` of silence.
+
+    ``on_ready`` is called once the model is loaded and warm, just before the source is read
+    (a benchmark starts its producer there, so no record waits on the model load).
+
+    Raises:
+        StoreError: ``cfg.out`` holds an unfinished or pre-hash store.
+        StoreMismatchError: ``cfg.out`` was made with other model or chunking settings.
+    """
+    if not cfg.watch.exists():
+        raise FileNotFoundError(f"nothing to watch at {cfg.watch}")
+    store = Store(cfg.out)
+    ecfg = stream_config(cfg)
+    chunker = make_chunker(ecfg)
+    store.init(store_identity(ecfg, chunker.chunk_tokens))
+    with store.writer_lock():
+        return _run(cfg, _Writer(store, ecfg, chunker, StreamResult(
+            out=store.root, max_batch=cfg.max_batch, max_delay_ms=cfg.max_delay_ms)), on_ready)
+
+
+def _run(cfg: StreamConfig, writer: _Writer, on_ready: Callable[[], None] | None) -> StreamResult:
+    store, result = writer.store, writer.result
+    arrivals: queue.Queue = queue.Queue()
+    tail = Tail(cfg.watch, _reader(cfg), arrivals, cfg.poll_ms / 1e3, cfg.max_docs)
+    if on_ready is not None:
+        on_ready()
+    tail.start()
+    first: float | None = None
+    last_activity = time.perf_counter()
+    try:
+        while True:
+            batch = next_batch(arrivals, cfg.max_batch, cfg.max_delay_ms / 1e3, 0.05)
+            if batch:
+                first = batch[0].seen if first is None else first
+                writer.apply(batch)
+                last_activity = time.perf_counter()
+                result.wall_seconds = last_activity - first
+                continue
+            if tail.error is not None:
+                raise tail.error
+            if tail.done.is_set() and arrivals.empty():
+                break
+            if cfg.idle_exit_s is not None and time.perf_counter() - last_activity >= cfg.idle_exit_s:
+                break
+    finally:
+        tail.stop()
+        tail.join(timeout=5)
+        result.rejected = len(writer.rejects)
+        _write_rejects(store, writer.rejects)
+        atomic_write_json(store.root / STREAM_SUMMARY_FILE, result.to_json())
+    return result
