@@ -198,7 +198,7 @@ def test_cli_search_and_eval_json(subset):
     data, trunc, _ = subset
     proc = subprocess.run([*EMBEDLAB, "search", str(trunc.out), "aspirin", "-k", "3", "--json"],
                           capture_output=True, text=True)
-    hits = json.loads(proc.stdout)["hits"]
+    hits = json.loads(proc.stdout)["results"]
     assert [h["rank"] for h in hits] == [1, 2, 3]
     assert set(hits[0]) >= {"chunk_id", "doc_id", "score", "rank"}
     proc = subprocess.run([*EMBEDLAB, "eval", str(trunc.out), "--data", str(data), "--json"],

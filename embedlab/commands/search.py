@@ -33,7 +33,7 @@ def search(
     texts = searcher.texts([h.chunk_id for h in hits])
     if as_json:
         typer.echo(json.dumps({"query": query, "level": "document" if documents else "chunk",
-                               "hits": [h.to_json() for h in hits]}, indent=2))
+                               "results": [h.to_json() for h in hits]}, indent=2))
         return
     if documents:
         typer.echo("documents ranked by their best chunk's score (max over chunks)")
