@@ -30,7 +30,7 @@ class Dtype(str, enum.Enum):
     INT8 = "int8"  # CPU: dynamic int8 Linear layers, per-channel weight scales (lossy; see README)
 
 
-def _enum(kind: type[enum.Enum], value: Any, what: str) -> Any:
+def parse_enum(kind: type[enum.Enum], value: Any, what: str) -> Any:
     if isinstance(value, kind):
         return value
     try:
@@ -52,7 +52,7 @@ class CorpusConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
-        object.__setattr__(self, "format", _enum(CorpusFormat, self.format, "corpus format"))
+        object.__setattr__(self, "format", parse_enum(CorpusFormat, self.format, "corpus format"))
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1; got {self.limit}")
         if self.block_docs < 1:
@@ -91,7 +91,7 @@ class EncodeConfig:
     trust_remote_code: bool = False  # never run a model repository's own code unless asked
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "dtype", _enum(Dtype, self.dtype, "dtype"))
+        object.__setattr__(self, "dtype", parse_enum(Dtype, self.dtype, "dtype"))
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {self.batch_size}")
         if self.max_batch_tokens is not None and self.max_batch_tokens < 1:

@@ -44,7 +44,7 @@ import numpy as np
 
 from embedlab import ops
 from embedlab.beir import load_split
-from embedlab.config import to_jsonable
+from embedlab.config import parse_enum, to_jsonable
 from embedlab.metrics import ir_metrics, knn_recall
 from embedlab.store import Store, atomic_write_bytes, atomic_write_json, faiss_ids
 
@@ -70,14 +70,6 @@ class Rescore(str, enum.Enum):
 
 DEFAULT_METHODS = (Method.FLOAT32, Method.FLOAT16, Method.INT8, Method.BINARY,
                    Method.BINARY_RESCORE, Method.PQ)
-
-
-def _enum(kind: type[enum.Enum], value: Any, what: str) -> Any:
-    try:
-        return kind(value)
-    except ValueError:
-        allowed = ", ".join(m.value for m in kind)  # type: ignore[attr-defined]
-        raise ValueError(f"{what} must be one of {allowed}; got {value!r}") from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,8 +98,8 @@ class CompressConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dims", tuple(int(d) for d in self.dims))
-        object.__setattr__(self, "methods", tuple(_enum(Method, m, "method") for m in self.methods))
-        object.__setattr__(self, "rescore_with", _enum(Rescore, self.rescore_with, "rescore_with"))
+        object.__setattr__(self, "methods", tuple(parse_enum(Method, m, "method") for m in self.methods))
+        object.__setattr__(self, "rescore_with", parse_enum(Rescore, self.rescore_with, "rescore_with"))
         if self.eval_data is not None:
             object.__setattr__(self, "eval_data", Path(self.eval_data))
         if not self.methods:
