@@ -15,7 +15,9 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import CancelledError
 from collections.abc import Iterable, Iterator
@@ -371,6 +373,46 @@ def _encode_config_for(encode: EncodeConfig, cluster: ClusterInfo) -> EncodeConf
 MAX_LOST_ATTEMPTS = 3  # times a partition is re-sent after the worker holding it died
 
 
+def _scatter(client, part: Partition, attempts: int = 5):
+    """Send ``part`` to a worker; if that worker dies mid-send, wait a moment and pick another."""
+    from distributed.comm.core import CommClosedError
+
+    for attempt in range(attempts):
+        try:
+            [data] = client.scatter([part], hash=False)
+            return data
+        except (CommClosedError, OSError):
+            if attempt + 1 == attempts:
+                raise
+            time.sleep(1.0 + attempt)
+
+
+class _StopOnSigint:
+    """Turn SIGINT into a KeyboardInterrupt at the next safe point of the dispatch loop.
+
+    Dask's client runs its I/O on another thread and may swallow an interrupt that lands inside
+    one of its calls; a flag checked between partitions stops the job the same way every time.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+            self._old = None
+
+
 def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manifest,
                     encode: EncodeConfig, partitions: Iterator[Partition], result: EmbedResult,
                     cfg: EmbedConfig) -> int:
@@ -394,7 +436,7 @@ def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manife
                dynamic_ncols=True)
 
     def submit(part: Partition, attempt: int = 0) -> None:
-        [data] = client.scatter([part], hash=False)
+        data = _scatter(client, part)
         future = client.submit(embed_partition, data, str(store.root), encode, retries=2,
                                key=f"embed-{part.index:05d}-{part.digest[:16]}-{attempt}")
         in_flight[future.key] = (part, data, attempt)
@@ -426,8 +468,10 @@ def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manife
         bar.update(entry.rows)
         bar.set_postfix(partitions=f"{result.partitions_encoded + result.partitions_skipped}")
 
+    stop = _StopOnSigint()
     try:
         for part in partitions:
+            stop.check()
             n_parts += 1
             current = manifest.partitions.get(part.index)
             if store.entry_is_current(current, part.digest):
@@ -440,9 +484,12 @@ def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manife
             submit(part)
             while len(in_flight) >= max_in_flight:
                 land(next(pending))
+                stop.check()
         while in_flight:
             land(next(pending))
+            stop.check()
     finally:
+        stop.restore()
         bar.close()
         store.write_manifest(manifest)
     if started is not None:
