@@ -1,6 +1,6 @@
 """Batch-size x precision sweep of the default encoder on SciFact chunks, printed as markdown.
 
-Each point: warm-up batches, then >= 3 timed passes over the same seeded chunks; the median
+Each point: a warm-up pass, then >= 3 timed passes over the same seeded chunks; the median
 pass gives chunks/s (min-max across passes shown) and "x base" compares every point with the
 first one (fp32, batch 1) measured in the same run. Tidy rows, fits and the plot are saved
 next to the markdown when --out is given.
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-sizes", default="1,2,4,...,128")
     p.add_argument("--dtypes", default="fp32,bf16,int8")
     p.add_argument("--repeats", type=int, default=3, help="timed passes per point (median reported)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed batches per point")
+    p.add_argument("--warmup", type=int, default=1, help="untimed passes per point")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--model", default=DEFAULT_MODEL)
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     print(describe_machine(res.machine) + "  ")
     print(f"data: {ok[0]['chunks'] if ok else 0} chunks of {cfg.corpus.name} (first {a.docs} docs, "
           f"seed {a.seed}, {ok[0]['tokens'] if ok else 0:,} real tokens per pass); "
-          f"{a.warmup} warm-up batches, median of {a.repeats} passes per point  ")
+          f"warm-up: {a.warmup} pass, then the median of {a.repeats} timed passes per point  ")
     print(f"run: {wall:.0f} s wall; load average {load0[0]:.2f} before, {load1[0]:.2f} after  ")
     print(f"command: `python benchmarks/bench_sweep.py {' '.join(sys.argv[1:] if argv is None else argv)}`\n")
     print(res.table() + "\n")

@@ -35,7 +35,7 @@ def sweep(
         help="Tokens per chunk, special tokens included. Default: the model's max sequence length.")] = None,
     overlap: Annotated[int, typer.Option(help="Tokens shared by consecutive chunks of a document.")] = 32,
     repeats: Annotated[int, typer.Option(help="Timed passes per point; the median is reported.")] = 3,
-    warmup: Annotated[int, typer.Option(help="Untimed full batches before each point's timed passes.")] = 2,
+    warmup: Annotated[int, typer.Option(help="Untimed passes before each point's timed passes.")] = 1,
     model: Annotated[str, typer.Option(
         help="Local model folder or hub name (from the local hub cache when offline).")] = DEFAULT_MODEL,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda[:N].")] = "auto",

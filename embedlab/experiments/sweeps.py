@@ -5,7 +5,8 @@ For each dtype the encoder is loaded once, as ``encode`` configures it (on CPU i
 smallest first, one pass encodes the pool of real chunks in full batches of b (the pool is
 cycled up to a multiple of b, in a seeded order; no token budget) through
 :meth:`Encoder.encode_ids`, length-sorted as the pipeline does.
-``warmup`` untimed batches come first, then ``repeats`` timed passes between device syncs;
+``warmup`` untimed passes come first (a compiled encoder meets every shape of the pass
+there, not in the timed passes), then ``repeats`` timed passes between device syncs;
 the median pass gives chunks/s and tokens/s (real tokens, padding excluded). Peak memory per
 point is CUDA's max allocated bytes on a GPU and the process's peak RSS (VmHWM, reset per
 point) on CPU. A batch that runs out of memory is recorded and ends that dtype's sweep.
@@ -56,7 +57,7 @@ class SweepConfig:
     overlap: int = 32  # tokens shared by consecutive chunks of a document
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)  # swept in ascending order
     dtypes: tuple[str, ...] = ("fp32", "bf16")  # one the device cannot run is skipped with a reason
-    warmup: int = 2  # untimed full batches before the timed passes of each point
+    warmup: int = 1  # untimed passes before the timed ones at each point
     repeats: int = 3  # timed passes per point; the median is reported
     seed: int = 0  # chunk sample and pass order
     knee_frac: float = 0.9  # the knee reaches this fraction of r_max
@@ -374,8 +375,9 @@ def _measure_point(encoder, ids: list[np.ndarray], b: int, cfg: SweepConfig, mem
     batch_ids = [ids[i] for i in order]
     lengths = np.fromiter((len(x) for x in batch_ids), dtype=np.int64, count=n)
     mem.reset()
-    if cfg.warmup:
-        encoder.encode_ids(batch_ids[:cfg.warmup * b], batch_size=b)
+    for _ in range(cfg.warmup):
+        encoder.encode_ids(batch_ids, batch_size=b)
+    sync()
     times = []
     for _ in range(cfg.repeats):
         sync()
