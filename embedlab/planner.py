@@ -420,7 +420,7 @@ def render_deadline(p: DeadlinePlan) -> str:
     last = "  " + (" or ".join(misses) + " would miss it" if misses else "a single worker meets it")
     wall = human_duration(p.wall_hours * SECONDS_PER_HOUR)
     cost = f"  wall-clock {wall}, {_num(p.gpu_hours)} GPU-hours, ${_num(p.cost)}"
-    return "\n".join([first, cost, last])
+    return f"{first}\n{cost}\n{last}"
 
 
 def render_stream(p: StreamPlan) -> str:

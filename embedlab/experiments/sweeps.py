@@ -311,7 +311,7 @@ class SweepResult:
         """Matplotlib Figure of the measured medians (min-max bars) and the fitted curve per dtype."""
         from matplotlib.figure import Figure
 
-        fig = Figure(figsize=(7, 4.5))
+        fig = Figure(figsize=(9.5, 4.5))
         ax = fig.subplots()
         for i, dtype in enumerate(dict.fromkeys(r["dtype"] for r in self.rows if r["status"] == "ok")):
             pts = [r for r in self.rows if r["dtype"] == dtype and r["status"] == "ok"]
@@ -337,7 +337,7 @@ class SweepResult:
                      f"(dotted: knee, {self.config.knee_frac:.0%} of r_max)", fontsize=9)
         ax.set_ylim(bottom=0)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
         fig.tight_layout()
         return fig
 
@@ -386,10 +386,10 @@ def _measure_point(encoder, ids: list[np.ndarray], b: int, cfg: SweepConfig, mem
         sync()
         times.append(time.perf_counter() - t0)
     t = statistics.median(times)
-    return dict(batch=b, status="ok", chunks_per_s=n / t, chunks_per_s_min=n / max(times),
-                chunks_per_s_max=n / min(times), tokens_per_s=float(lengths.sum()) / t, seconds=t,
-                chunks=n, tokens=int(lengths.sum()), pad_frac=_pad_frac(lengths, b),
-                peak_mem_mb=mem.peak_mb(), mem_kind=mem.kind, repeats=cfg.repeats)
+    return {"batch": b, "status": "ok", "chunks_per_s": n / t, "chunks_per_s_min": n / max(times),
+            "chunks_per_s_max": n / min(times), "tokens_per_s": float(lengths.sum()) / t, "seconds": t,
+            "chunks": n, "tokens": int(lengths.sum()), "pad_frac": _pad_frac(lengths, b),
+            "peak_mem_mb": mem.peak_mb(), "mem_kind": mem.kind, "repeats": cfg.repeats}
 
 
 def run_sweep(cfg: SweepConfig, ids: Sequence[np.ndarray] | None = None, progress=None) -> SweepResult:
