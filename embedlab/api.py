@@ -16,7 +16,7 @@ def embed(
     *,
     model: str = DEFAULT_MODEL,
     dtype: str = "fp32",
-    batch_size: int = 64,
+    batch_size: int = 128,
     max_batch_tokens: int | None = None,
     device: str = "auto",
     workers: int | None = None,

@@ -21,6 +21,12 @@ from embedlab.config import ClusterConfig
 # beats two single-threaded workers for all-MiniLM-L6-v2, and loads the model once, not twice.
 DEFAULT_CPU_WORKERS = 1
 
+# Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also switches off glibc's
+# dynamic mmap threshold: every activation tensor over 128 KiB is then mmap'ed and unmapped per
+# op, and a CPU forward pass runs about 20% slower (benchmarks/results/encode_cpu.md). Our
+# workers hold one model and reuse the same tensor sizes, so they keep glibc's defaults.
+WORKER_SPAWN_ENV = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
 
 @dataclass(frozen=True)
 class ClusterInfo:
@@ -55,6 +61,7 @@ def gpu_count() -> int:
 @contextmanager
 def connect(cfg: ClusterConfig) -> Iterator[tuple[object, ClusterInfo]]:
     """Yield a ``distributed.Client`` and a description of the cluster behind it."""
+    import dask
     from distributed import Client, LocalCluster
 
     if cfg.scheduler:
@@ -67,8 +74,9 @@ def connect(cfg: ClusterConfig) -> Iterator[tuple[object, ClusterInfo]]:
         from dask_cuda import LocalCUDACluster
 
         n = cfg.workers or gpu_count()
-        with LocalCUDACluster(n_workers=n, threads_per_worker=1, ip="127.0.0.1",
-                              dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
+        with dask.config.set(WORKER_SPAWN_ENV), \
+                LocalCUDACluster(n_workers=n, threads_per_worker=1, ip="127.0.0.1",
+                                 dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
                 Client(cluster) as client:
             yield client, ClusterInfo("local-cuda", n, cfg.threads, "cuda")
         return
@@ -76,7 +84,8 @@ def connect(cfg: ClusterConfig) -> Iterator[tuple[object, ClusterInfo]]:
     cores = os.cpu_count() or 1
     n = cfg.workers or DEFAULT_CPU_WORKERS
     threads = cfg.threads or max(1, cores // n)
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
+    with dask.config.set(WORKER_SPAWN_ENV), \
+            LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                         dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:
         yield client, ClusterInfo("local-cpu", n, threads, "auto")  # the worker picks CUDA if any

@@ -62,6 +62,7 @@ class EmbedResult:
     truncated_tokens: int = 0
     reencoded_fp32: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
+    startup_seconds: float = 0.0  # job start to every worker holding its encoder
     encode_wall_seconds: float = 0.0  # first partition sent to last one landed
     forward_seconds: float = 0.0  # summed over workers
     padding_waste: float = 0.0  # fraction of the tokens fed to the model that were padding
@@ -114,10 +115,14 @@ class EmbedResult:
             lines.append(f"re-encoded  {len(self.reencoded_fp32):,} chunks in fp32 "
                          "(non-finite vectors at the requested dtype)")
         lines += [
-            f"wall time   {self.wall_seconds:.1f} s",
+            f"wall time   {self.wall_seconds:.1f} s (start-up {self.startup_seconds:.1f} s: cluster, "
+            f"model load{' ' + format(self.encoder['load_seconds'], '.1f') + ' s' if 'load_seconds' in self.encoder else ''})",
             f"throughput  {self.chunks_per_second:,.1f} chunks/s, {self.tokens_per_second:,.0f} tokens/s",
             f"encoder     busy {self.encoder_busy:.0%} of the encode phase "
             f"({self.encode_wall_seconds:.1f} s), padding {self.padding_waste:.1%} of tokens",
+            f"batches     length-sorted, <= {self.encoder.get('batch_size')} chunks"
+            + (f" and <= {self.encoder['max_batch_tokens']:,} padded tokens"
+               if self.encoder.get("max_batch_tokens") else ""),
             f"workers     {self.cluster.get('workers')} x {self.encoder.get('torch_threads')} torch threads "
             f"({self.cluster.get('kind')}), {self.encoder.get('device')} {self.encoder.get('dtype')}"
             + (", compiled" if self.encoder.get("compiled") else ", eager")
@@ -158,9 +163,11 @@ def store_identity(cfg: EmbedConfig, chunk_tokens: int) -> dict[str, Any]:
 # -- worker side ----------------------------------------------------------------------------
 def load_encoder(encode: EncodeConfig) -> dict[str, Any]:
     """Load (and cache) the worker's encoder before any partition arrives; say how it runs."""
+    t0 = time.perf_counter()
     enc = cached_encoder(encode)
-    return {"device": enc.device, "dtype": encode.dtype.value, "compiled": enc.compiled,
-            "compile_error": enc.compile_error, "torch_threads": enc.torch_threads}
+    return {"load_seconds": time.perf_counter() - t0, "device": enc.device, "dtype": encode.dtype.value, "compiled": enc.compiled,
+            "compile_error": enc.compile_error, "torch_threads": enc.torch_threads,
+            "max_batch_tokens": enc.max_batch_tokens, "batch_size": encode.batch_size}
 
 
 @dataclass(frozen=True)
@@ -312,7 +319,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
         raise EmptyCorpusError(
             f"{cfg.corpus.path}: no document could be embedded ({len(stream.rejects)} record(s) "
             f"rejected{'; see ' + str(store.root / REJECTS_FILE) if stream.rejects else ''})")
-    n_parts = encode_partitions(cfg, store, manifest, first, partitions, result)
+    n_parts = encode_partitions(cfg, store, manifest, first, partitions, result, started=t0)
 
     store.remove_stray_temporaries()  # left by attempts on workers that died mid-write
     for stale in [k for k in manifest.partitions if k >= n_parts]:
@@ -336,7 +343,8 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
 
 
 def encode_partitions(cfg: EmbedConfig, store: Store, manifest: Manifest, first: Partition,
-                      rest: Iterator[Partition], result: EmbedResult) -> int:
+                      rest: Iterator[Partition], result: EmbedResult,
+                      started: float | None = None) -> int:
     """Encode ``first`` and ``rest`` on the cluster ``cfg.cluster`` describes, into ``store``.
 
     Partitions that ``manifest`` already holds (same digest, files intact) are skipped; each
@@ -345,6 +353,7 @@ def encode_partitions(cfg: EmbedConfig, store: Store, manifest: Manifest, first:
     Returns:
         The number of partitions planned (skipped or encoded).
     """
+    started = time.perf_counter() if started is None else started
     with connect(cfg.cluster) as (client, cluster):
         encode = _encode_config_for(cfg.encode, cluster)
         result.cluster = dataclasses.asdict(cluster)
@@ -352,6 +361,7 @@ def encode_partitions(cfg: EmbedConfig, store: Store, manifest: Manifest, first:
                 for w in client.scheduler_info()["workers"]]
         head = [first, *itertools.islice(rest, cluster.workers - 1)]  # chunked while models load
         result.encoder = client.gather(warm)[0]
+        result.startup_seconds = time.perf_counter() - started
         return _run_partitions(client, cluster, store, manifest, encode,
                                itertools.chain(head, rest), result, cfg)
 

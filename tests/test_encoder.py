@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ import pytest
 
 from embedlab.chunking import Chunker
 from embedlab.corpus import Document
-from embedlab.encoder import ModelNotFoundError, describe_model, resolve_model_path
+from embedlab.encoder import ModelNotFoundError, describe_model, plan_batches, resolve_model_path
 
 
 def cosine(a, b):
@@ -125,8 +126,51 @@ def test_compiled_encoder_matches_sentence_transformers(st_model, scifact_docs):
     texts = [(d["title"] + " " + d["text"]).strip() for d in scifact_docs[:24]]
     theirs = st_model.encode(texts, batch_size=8)
     assert cosine(enc.encode_texts(texts, batch_size=5), theirs).min() >= 0.9999
-    assert wants_compile(EncodeConfig(compile=None), "cpu") is False  # EMBEDLAB_COMPILE=0 in tests
-    assert wants_compile(EncodeConfig(compile=True), "cuda") is True
+    assert wants_compile(EncodeConfig(compile=True)) is True
+
+
+def test_compile_is_opt_in(monkeypatch):
+    from embedlab.config import EncodeConfig
+    from embedlab.encoder import wants_compile
+
+    monkeypatch.delenv("EMBEDLAB_COMPILE", raising=False)
+    assert wants_compile(EncodeConfig()) is False
+    monkeypatch.setenv("EMBEDLAB_COMPILE", "1")
+    assert wants_compile(EncodeConfig()) is True
+    assert wants_compile(EncodeConfig(compile=False)) is False
+
+
+def test_batch_token_budget_defaults_per_device():
+    from embedlab.config import EncodeConfig
+    from embedlab.encoder import CPU_BATCH_TOKENS, batch_token_budget
+
+    assert batch_token_budget(EncodeConfig(), "cpu") == CPU_BATCH_TOKENS
+    assert batch_token_budget(EncodeConfig(), "cuda") is None
+    assert batch_token_budget(EncodeConfig(max_batch_tokens=0), "cpu") is None
+    assert batch_token_budget(EncodeConfig(max_batch_tokens=512), "cuda") == 512
+    with pytest.raises(ValueError, match="max_batch_tokens must be >= 0"):
+        EncodeConfig(max_batch_tokens=-1)
+
+
+def test_default_cpu_batches_hold_the_token_budget(encoder, scifact_docs):
+    """Long chunks come a few to a batch and short ones many, on the CPU encoder's defaults."""
+    from embedlab.encoder import CPU_BATCH_TOKENS
+
+    assert encoder.device == "cpu" and encoder.max_batch_tokens == CPU_BATCH_TOKENS
+    texts = [(d["title"] + " " + d["text"]).strip() for d in scifact_docs[:64]] + ["a short one"] * 64
+    ids = encoder.tokenize(texts)
+    before = dataclasses.replace(encoder.stats)
+    vectors = encoder.encode_ids(ids)
+    batches = encoder.stats.batches - before.batches
+    padded = encoder.stats.padded_tokens - before.padded_tokens
+    lengths = np.array([len(x) for x in ids])
+    planned = plan_batches(lengths, encoder.cfg.batch_size, CPU_BATCH_TOKENS)
+    assert vectors.shape == (128, encoder.dim) and batches == len(planned)
+    assert padded <= batches * CPU_BATCH_TOKENS  # no batch over budget (every chunk fits one)
+    assert len(planned[0]) <= CPU_BATCH_TOKENS // lengths.max()  # the longest come a few at a time
+    assert max(len(b) for b in planned) >= 32  # the short ones many to a batch
+    unbudgeted = encoder.encode_ids(ids, max_batch_tokens=0)
+    assert cosine(vectors, unbudgeted).min() >= 0.9999
 
 
 def test_int8_is_close_but_lossy_and_cpu_only(encoder, scifact_docs):

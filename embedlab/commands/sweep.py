@@ -41,7 +41,7 @@ def sweep(
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda[:N].")] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="Torch threads on CPU. Default: torch's.")] = None,
     compile: Annotated[Optional[bool], typer.Option(
-        "--compile/--no-compile", help="torch.compile the encoder. Default: on for CPU, off on CUDA.")]
+        "--compile/--no-compile", help="torch.compile the encoder. Default: off.")]
     = None,
     seed: Annotated[int, typer.Option(help="Seed of the chunk sample and pass order.")] = 0,
     out: Annotated[Path, typer.Option(

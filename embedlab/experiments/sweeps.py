@@ -428,7 +428,7 @@ def run_sweep(cfg: SweepConfig, ids: Sequence[np.ndarray] | None = None, progres
         if reason:
             emit(_row(cfg, device, dtype, status="skipped", note=reason))
             continue
-        encoder = Encoder(replace(cfg.encode, dtype=dtype, device=device, max_batch_tokens=None))
+        encoder = Encoder(replace(cfg.encode, dtype=dtype, device=device, max_batch_tokens=0))
         if pool is None:
             pool = sample_chunks(cfg, encoder.tokenizer, encoder.info.max_seq_length)
         threads = torch.get_num_threads()
