@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--model", default=DEFAULT_MODEL)
-    p.add_argument("--eager", action="store_true", help="no torch.compile (default: the encoder's choice)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoder (default: eager)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="folder for STEM.csv, STEM.json, STEM.png")
     p.add_argument("--stem", default="sweep_cpu")
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
                       batch_sizes=tuple(parse_ints(a.batch_sizes)), dtypes=tuple(a.dtypes.split(",")),
                       warmup=a.warmup, repeats=a.repeats, seed=a.seed,
                       encode=EncodeConfig(model=a.model, device=a.device, torch_threads=a.threads,
-                                          compile=False if a.eager else None))
+                                          compile=True if a.compile else None))
     load0 = os.getloadavg()
     t0 = time.perf_counter()
     res = run_sweep(cfg, progress=lambda r: print(r["dtype"], r["batch"], r["status"], r["chunks_per_s"],

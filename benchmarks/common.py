@@ -16,25 +16,14 @@ DATA = Path(os.environ.get("EMBEDLAB_DATA", REPO.parent / "shared" / "data"))
 
 def machine() -> str:
     """CPU model, cores, memory, Python and torch versions: the line every results table names."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = ""
-    try:
-        kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f", {kb / 2**20:.0f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
     import torch
 
+    from embedlab.hardware import cpu_model, memory_gib
+
+    mem = memory_gib()
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return (f"{cpu}, {os.cpu_count()} cores{mem}{gpu}; Python {platform.python_version()}, "
-            f"torch {torch.__version__}")
+    return (f"{cpu_model()}, {os.cpu_count()} cores{f', {mem:.0f} GiB' if mem else ''}{gpu}; "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:

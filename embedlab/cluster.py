@@ -21,11 +21,15 @@ from embedlab.config import ClusterConfig
 # beats two single-threaded workers for all-MiniLM-L6-v2, and loads the model once, not twice.
 DEFAULT_CPU_WORKERS = 1
 
-# Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also switches off glibc's
-# dynamic mmap threshold: every activation tensor over 128 KiB is then mmap'ed and unmapped per
-# op, and a CPU forward pass runs about 20% slower (benchmarks/results/encode_cpu.md). Our
-# workers hold one model and reuse the same tensor sizes, so they keep glibc's defaults.
-WORKER_SPAWN_ENV = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+# Dask settings for the workers we start, each measured on the 2-core CI machine:
+# * the nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also switches off glibc's
+#   dynamic mmap threshold: every activation tensor over 128 KiB is then mmap'ed and unmapped per
+#   op, and a CPU forward pass runs about 20% slower. Our workers hold one model and reuse the
+#   same tensor sizes, so they keep glibc's defaults.
+# * the worker's statistical profiler samples the task thread every 10 ms and takes the GIL to do
+#   it, stalling eager torch's Python dispatch between ops: forward passes ran ~10% slower with it.
+WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                 "distributed.worker.profile.enabled": False}
 
 
 @dataclass(frozen=True)
@@ -74,7 +78,7 @@ def connect(cfg: ClusterConfig) -> Iterator[tuple[object, ClusterInfo]]:
         from dask_cuda import LocalCUDACluster
 
         n = cfg.workers or gpu_count()
-        with dask.config.set(WORKER_SPAWN_ENV), \
+        with dask.config.set(WORKER_CONFIG), \
                 LocalCUDACluster(n_workers=n, threads_per_worker=1, ip="127.0.0.1",
                                  dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
                 Client(cluster) as client:
@@ -84,7 +88,7 @@ def connect(cfg: ClusterConfig) -> Iterator[tuple[object, ClusterInfo]]:
     cores = os.cpu_count() or 1
     n = cfg.workers or DEFAULT_CPU_WORKERS
     threads = cfg.threads or max(1, cores // n)
-    with dask.config.set(WORKER_SPAWN_ENV), \
+    with dask.config.set(WORKER_CONFIG), \
             LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                          dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:

@@ -15,7 +15,7 @@ from typing import Any
 
 from embedlab.config import CorpusConfig, CorpusFormat
 
-_BOM = b"\xef\xbb\xbf"
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def _open_binary(path: Path):
     return open(path, "rb")
 
 
-def _doc_id(value: Any) -> str | None:
+def normalize_doc_id(value: Any) -> str | None:
     """Ids may be strings or integers (``7`` and ``"7"`` are the same document)."""
     if isinstance(value, bool):
         return None
@@ -126,12 +126,13 @@ def _doc_id(value: Any) -> str | None:
     return None
 
 
-def _record(obj: Any, cfg: CorpusConfig, source: str, line: int) -> Record:
+def record_from_json(obj: Any, cfg: CorpusConfig, source: str, line: int) -> Record:
+    """One JSON object (a JSONL line or a Parquet row) as a document, or a reject saying what is wrong."""
     if not isinstance(obj, dict):
         return Reject(source, line, None, f"expected a JSON object, got {type(obj).__name__}")
     if cfg.id_field not in obj:
         return Reject(source, line, None, f"missing id field {cfg.id_field!r}")
-    doc_id = _doc_id(obj[cfg.id_field])
+    doc_id = normalize_doc_id(obj[cfg.id_field])
     if doc_id is None:
         return Reject(source, line, None,
                       f"id field {cfg.id_field!r} must be a non-empty string or an integer, "
@@ -155,8 +156,8 @@ def _read_jsonl(path: Path, cfg: CorpusConfig) -> Iterator[Record]:
         fh = _open_binary(path)
         with fh:
             for lineno, raw in enumerate(fh, start=1):
-                if lineno == 1 and raw.startswith(_BOM):
-                    raw = raw[len(_BOM):]
+                if lineno == 1 and raw.startswith(UTF8_BOM):
+                    raw = raw[len(UTF8_BOM):]
                 raw = raw.rstrip(b"\r\n")
                 if not raw.strip():
                     continue
@@ -171,7 +172,7 @@ def _read_jsonl(path: Path, cfg: CorpusConfig) -> Iterator[Record]:
                 except json.JSONDecodeError as e:
                     yield Reject(source, lineno, None, f"invalid JSON at column {e.colno}: {e.msg}")
                     continue
-                yield _record(obj, cfg, source, lineno)
+                yield record_from_json(obj, cfg, source, lineno)
     except (gzip.BadGzipFile, EOFError, OSError) as e:
         raise CorpusError(f"{source}: cannot read the file: {e}") from e
 
@@ -195,7 +196,7 @@ def _read_parquet(path: Path, cfg: CorpusConfig) -> Iterator[Record]:
     for batch in pf.iter_batches(batch_size=cfg.block_docs, columns=columns):
         for obj in batch.to_pylist():
             row += 1
-            yield _record(obj, cfg, source, row)
+            yield record_from_json(obj, cfg, source, row)
 
 
 def _read_txt(path: Path) -> Iterator[Record]:
@@ -205,8 +206,8 @@ def _read_txt(path: Path) -> Iterator[Record]:
         source = str(f)
         doc_id = f.relative_to(root).as_posix()
         raw = f.read_bytes()
-        if raw.startswith(_BOM):
-            raw = raw[len(_BOM):]
+        if raw.startswith(UTF8_BOM):
+            raw = raw[len(UTF8_BOM):]
         if not raw:
             yield Reject(source, 0, doc_id, "empty file (0 bytes)")
             continue

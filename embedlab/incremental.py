@@ -34,11 +34,11 @@ import numpy as np
 from embedlab.chunking import Chunker
 from embedlab.config import (ChunkConfig, ClusterConfig, CorpusConfig, EmbedConfig, EncodeConfig,
                              to_jsonable)
-from embedlab.corpus import (_BOM, CorpusError, Document, Record, Reject, _doc_id, _record, read_corpus,
-                             resolve_format)
+from embedlab.corpus import (UTF8_BOM, CorpusError, Document, Record, Reject, normalize_doc_id, read_corpus,
+                             record_from_json, resolve_format)
 from embedlab.partition import Partition
-from embedlab.pipeline import (ChunkStream, EmbedResult, _write_rejects, content_sha256, encode_partitions,
-                               make_chunker, store_identity)
+from embedlab.pipeline import (ChunkStream, EmbedResult, content_sha256, encode_partitions, make_chunker,
+                               store_identity, write_rejects)
 from embedlab.store import (Manifest, PartitionEntry, Store, StoreError, atomic_write_json,
                             drop_tombstoned, sha256_file)
 
@@ -167,8 +167,8 @@ def parse_feed_line(raw: bytes, cfg: CorpusConfig, source: str, line: int) -> Fe
     A record is ``{"op": "upsert", <id>, <title>, <text>}`` or ``{"op": "delete", <id>}`` with
     the field names of ``cfg``; a record without ``op`` is an upsert.
     """
-    if line == 1 and raw.startswith(_BOM):
-        raw = raw[len(_BOM):]
+    if line == 1 and raw.startswith(UTF8_BOM):
+        raw = raw[len(UTF8_BOM):]
     raw = raw.rstrip(b"\r\n")
     if not raw.strip():
         return None
@@ -182,11 +182,11 @@ def parse_feed_line(raw: bytes, cfg: CorpusConfig, source: str, line: int) -> Fe
     if op not in (Op.UPSERT.value, Op.DELETE.value):
         return Reject(source, line, None, f"op must be upsert or delete; got {op!r}")
     if op == Op.DELETE.value:
-        doc_id = _doc_id(obj.get(cfg.id_field))
+        doc_id = normalize_doc_id(obj.get(cfg.id_field))
         if doc_id is None:
             return Reject(source, line, None, f"delete without a valid id field {cfg.id_field!r}")
         return FeedOp(Op.DELETE, doc_id, None)
-    rec = _record(obj, cfg, source, line)
+    rec = record_from_json(obj, cfg, source, line)
     return rec if isinstance(rec, Reject) else FeedOp(Op.UPSERT, rec.doc_id, rec)
 
 
@@ -494,7 +494,7 @@ def _update(cfg: UpdateConfig, ecfg: EmbedConfig, store: Store, chunker: Chunker
     result.committed = bool(added or delta.dead or compacted)
     if result.committed:
         commit(store, new, [*added, *compacted])
-        _write_rejects(store, rejects)
+        write_rejects(store, rejects)
     else:
         shutil.rmtree(store.staging.root, ignore_errors=True)
 

@@ -315,7 +315,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     partitions = stream.partitions(cfg.partition_tokens)
     first = next(partitions, None)  # an empty corpus fails here, before any cluster starts
     if first is None:
-        _write_rejects(store, stream.rejects)
+        write_rejects(store, stream.rejects)
         raise EmptyCorpusError(
             f"{cfg.corpus.path}: no document could be embedded ({len(stream.rejects)} record(s) "
             f"rejected{'; see ' + str(store.root / REJECTS_FILE) if stream.rejects else ''})")
@@ -336,7 +336,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     result.chunks = manifest.rows
     result.tokens = sum(p.tokens for p in manifest.partitions.values())
     result.reencoded_fp32 = [c for p in manifest.partitions.values() for c in p.reencoded_fp32]
-    _write_rejects(store, stream.rejects)
+    write_rejects(store, stream.rejects)
     result.wall_seconds = time.perf_counter() - t0
     atomic_write_json(store.root / SUMMARY_FILE, result.to_json())
     return result
@@ -366,7 +366,8 @@ def encode_partitions(cfg: EmbedConfig, store: Store, manifest: Manifest, first:
                                itertools.chain(head, rest), result, cfg)
 
 
-def _write_rejects(store: Store, rejects: list[Reject]) -> None:
+def write_rejects(store: Store, rejects: list[Reject]) -> None:
+    """Every rejected record of a run, one JSON object per line, in the store's rejects file."""
     atomic_write_bytes(store.root / REJECTS_FILE,
                        "".join(json.dumps(r.to_json()) + "\n" for r in rejects).encode())
 

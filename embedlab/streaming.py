@@ -32,7 +32,7 @@ from embedlab.incremental import (Delta, FeedOp, LiveDoc, commit, feed_changes, 
                                   last_ops, live_documents, next_manifest, parse_feed_line, recover,
                                   stored_config)
 from embedlab.partition import Partition
-from embedlab.pipeline import ChunkStream, embed_partition, make_chunker, store_identity, _write_rejects
+from embedlab.pipeline import ChunkStream, embed_partition, make_chunker, store_identity, write_rejects
 from embedlab.store import Manifest, Store, atomic_write_json
 
 STREAM_SUMMARY_FILE = "_stream_summary.json"
@@ -341,6 +341,6 @@ def _run(cfg: StreamConfig, writer: _Writer, on_ready: Callable[[], None] | None
         tail.stop()
         tail.join(timeout=5)
         result.rejected = len(writer.rejects)
-        _write_rejects(store, writer.rejects)
+        write_rejects(store, writer.rejects)
         atomic_write_json(store.root / STREAM_SUMMARY_FILE, result.to_json())
     return result

@@ -95,11 +95,14 @@ def test_embed_on_a_running_scheduler_loads_the_model_once_per_worker(dask_clust
 
 
 def _worker_env() -> dict:
-    return {k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")}
+    import dask
+
+    return {**{k: os.environ.get(k) for k in ("MALLOC_TRIM_THRESHOLD_", "OMP_NUM_THREADS")},
+            "profile": dask.config.get("distributed.worker.profile.enabled")}
 
 
-def test_local_workers_keep_glibc_malloc_defaults(monkeypatch):
-    """Dask's MALLOC_TRIM_THRESHOLD_ makes a CPU forward pass ~20% slower; our workers drop it."""
+def test_local_workers_keep_glibc_malloc_and_run_unprofiled(monkeypatch):
+    """Dask's MALLOC_TRIM_THRESHOLD_ (~20%) and its 10 ms stack sampler (~10%) slow a CPU forward pass."""
     from embedlab.cluster import connect
     from embedlab.config import ClusterConfig
 
@@ -107,6 +110,6 @@ def test_local_workers_keep_glibc_malloc_defaults(monkeypatch):
     with connect(ClusterConfig(workers=1)) as (client, info):
         [env] = client.run(_worker_env).values()
     assert info.kind == "local-cpu"
-    assert env["MALLOC_TRIM_THRESHOLD_"] is None
+    assert env["MALLOC_TRIM_THRESHOLD_"] is None and env["profile"] is False
     assert env["OMP_NUM_THREADS"] == os.environ.get("OMP_NUM_THREADS", "1")  # the rest of Dask's worker environment is kept
     assert "MALLOC_TRIM_THRESHOLD_" not in os.environ  # nor is the driver's environment changed

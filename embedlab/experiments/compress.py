@@ -45,6 +45,7 @@ import numpy as np
 from embedlab import ops
 from embedlab.beir import load_split
 from embedlab.config import parse_enum, to_jsonable
+from embedlab.hardware import cpu_model
 from embedlab.metrics import ir_metrics, knn_recall
 from embedlab.store import Store, atomic_write_bytes, atomic_write_json, faiss_ids
 
@@ -154,15 +155,7 @@ def machine_info(threads: int) -> dict[str, Any]:
     """CPU model, logical cores and the FAISS thread count the timings used."""
     import os
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "faiss_threads": threads,
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "faiss_threads": threads,
             "python": platform.python_version()}
 
 

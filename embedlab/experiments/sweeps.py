@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from embedlab.config import ChunkConfig, Dtype, EncodeConfig, to_jsonable
+from embedlab.hardware import cpu_model
 from embedlab.planner import Curve, markdown_table, r_of_b
 
 COLUMNS = ("dtype", "batch", "status", "chunks_per_s", "chunks_per_s_min", "chunks_per_s_max",
@@ -165,13 +166,7 @@ def machine_info(device: str) -> dict[str, Any]:
     """CPU model, cores, torch version and threads, and the GPU when ``device`` is CUDA."""
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "device": device, "python": platform.python_version()}
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(device)
