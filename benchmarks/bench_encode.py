@@ -1,17 +1,23 @@
 """Encoder throughput against sentence-transformers on the same model, texts and cores.
 
-    .venv/bin/python benchmarks/bench_encode.py [--docs 160] [--pipeline-docs 600] [--repeats 3]
+    .venv/bin/python benchmarks/bench_encode.py [--docs 160] [--pipeline-docs 600] [--full] [--repeats 3]
 
 Part 1, in this process: SciFact documents chunked at 256 tokens (overlap 32) by embedlab; the
 same chunk texts go to `SentenceTransformer.encode` (its best batch size of 32/64/128) and to
-embedlab's encoder (token ids, length-sorted batches), eager and torch.compile'd, and to torch
-dynamic int8. Each row: warm-up, then the median of --repeats timed runs. Achieved GFLOP/s counts
-the model's matmul FLOPs per real token and is compared with a measured fp32 matmul ceiling
-(16384x384 @ 384x1536) on the same threads.
+embedlab's encoder (token ids, length-sorted batches) at its defaults, with fixed 64-row batches,
+torch.compile'd, and at int8. Each row: warm-up, then the median of --repeats timed runs. Achieved
+GFLOP/s counts the model's matmul FLOPs per real token and is compared with a measured fp32 matmul
+ceiling (16384x384 @ 384x1536, best of 20) on the same threads.
 
-Part 2, whole processes: `embedlab embed --limit N` (cluster start and model load included) in
-several worker/thread/compile settings, against a plain sentence-transformers script that loads
-the model, encodes the same chunk texts and writes them to Parquet. Peak RSS is sampled from /proc.
+Part 2, whole processes on --pipeline-docs documents cut at 256 tokens (`--truncate`, as the
+acceptance check and MTEB): `embedlab embed` (cluster start and model load included) in several
+settings, against a plain sentence-transformers script that loads the model, encodes the same
+documents and writes the vectors to Parquet. Median wall time of --repeats runs, taken in turn.
+Peak RSS is sampled from /proc over the process and its children.
+
+Part 3 (--full): the whole corpus cut at 256 tokens, embedlab's encoder alone in this process
+against `embedlab embed` as a whole process: how much the pipeline loses to reading, chunking,
+scheduling and writing, and how busy it keeps the encoder.
 
 Prints one markdown table and writes benchmarks/results/encode_cpu.md.
 """
@@ -20,17 +26,22 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gzip
+import itertools
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
 from common import DATA, RESULTS, machine, markdown_table, run_sampled  # noqa: E402
@@ -40,13 +51,14 @@ from embedlab.corpus import Document, read_corpus  # noqa: E402
 from embedlab.encoder import Encoder  # noqa: E402
 
 ST_SCRIPT = """
-import json, sys, time
-import numpy as np, pyarrow as pa, pyarrow.parquet as pq
+import json, sys
+import pyarrow as pa, pyarrow.parquet as pq
 from sentence_transformers import SentenceTransformer
-texts = json.load(open(sys.argv[1]))
+docs = [json.loads(line) for line in open(sys.argv[1])]
+texts = [(d.get("title", "") + " " + d["text"]).strip() for d in docs]
 model = SentenceTransformer(sys.argv[2], device="cpu")
-v = model.encode(texts, batch_size=int(sys.argv[4]), convert_to_numpy=True)
-pq.write_table(pa.table({"vector": list(v)}), sys.argv[3])
+v = model.encode(texts, batch_size=int(sys.argv[4]), normalize_embeddings=True)
+pq.write_table(pa.table({"doc_id": [d["_id"] for d in docs], "vector": list(v)}), sys.argv[3])
 """
 
 
@@ -89,17 +101,46 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
+HEADER = ["what", "chunks", "chunks/s (median)", "min-max", "tokens/s", "x ST", "min cos to ST",
+          "GFLOP/s", "% of matmul ceiling", "encoder busy", "peak RSS MB"]
+
+
+@dataclass
+class Table:
+    """Rows of the results table; GFLOP/s from the model's FLOPs per token and the matmul ceiling."""
+
+    fpt: float
+    ceiling: float
+    rows: list[list[object]] = field(default_factory=list)
+
+    def add(self, name: str, chunks: int, tokens: int, med: float, lo: float | None = None,
+            hi: float | None = None, ref: float | None = None, cos: float | None = None,
+            busy: float | None = None, rss: float | None = None) -> None:
+        gf = tokens / med * self.fpt / 1e9
+        self.rows.append([
+            name, f"{chunks:,}", f"{chunks / med:.2f}",
+            f"{chunks / hi:.2f}-{chunks / lo:.2f}" if lo is not None and hi is not None else "",
+            f"{tokens / med:,.0f}", f"{ref / med:.2f}" if ref else "1.00",
+            f"{cos:.6f}" if cos is not None else "", f"{gf:.1f}", f"{100 * gf / self.ceiling:.0f}%",
+            f"{busy:.0%}" if busy is not None else "", f"{rss:.0f}" if rss is not None else ""])
+
+    def section(self, title: str) -> None:
+        self.rows.append([f"**{title}**"] + [""] * (len(HEADER) - 1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=160, help="SciFact documents for part 1")
     ap.add_argument("--pipeline-docs", type=int, default=600, help="documents for part 2 (0: skip)")
+    ap.add_argument("--full", action="store_true", help="part 3: the whole corpus (about 6 minutes on 2 cores)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--data", type=Path, default=DATA / "scifact" / "corpus.jsonl.gz")
     args = ap.parse_args()
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
+    started = time.perf_counter()
+    load_before = os.getloadavg()[0]
     eager = Encoder(EncodeConfig(device="cpu", compile=False))
-    info = eager.info
     cfg_model = eager.model.config
     docs = [r for r in read_corpus(CorpusConfig(path=args.data, limit=args.docs)) if isinstance(r, Document)]
     chunks, _ = Chunker(eager.tokenizer, 256, 32).chunk(docs)
@@ -108,119 +149,149 @@ def main() -> None:
     fpt = flops_per_token(cfg_model.hidden_size, cfg_model.num_hidden_layers, cfg_model.intermediate_size,
                           seq=tokens / n)
     ceiling = max(matmul_ceiling() for _ in range(3))  # the first calls run below the clock ceiling
-    rows: list[list[object]] = []
-    header = ["what", "chunks", "chunks/s (median)", "min-max", "tokens/s", "x ST", "min cos to ST",
-              "GFLOP/s", "% of matmul ceiling", "encoder busy", "peak RSS MB"]
-
-    def add(name: str, med: float, lo: float, hi: float, ref: float | None, vecs, st_vecs, busy="", rss=""):
-        rate = n / med
-        cos = f"{cosines(vecs, st_vecs).min():.6f}" if vecs is not None and st_vecs is not None else ""
-        gf = rate * tokens / n * fpt / 1e9
-        rows.append([name, n, f"{rate:.2f}", f"{n / hi:.2f}-{n / lo:.2f}", f"{rate * tokens / n:,.0f}",
-                     f"{ref / med:.2f}" if ref else "1.00", cos, f"{gf:.1f}", f"{100 * gf / ceiling:.0f}%",
-                     busy, rss])
+    table = Table(fpt, ceiling)
+    table.section(f"in this process: {args.docs} documents chunked at 256 tokens")
 
     from sentence_transformers import SentenceTransformer
 
-    st = SentenceTransformer(info.path, device="cpu")
+    st = SentenceTransformer(eager.info.path, device="cpu")
     st.encode(texts[:32], batch_size=32)
     trial = {bs: timed(lambda bs=bs: st.encode(texts, batch_size=bs), 1)[0] for bs in (32, 64, 128)}
     best = min(trial, key=trial.get)
     st_med, st_lo, st_hi, st_vecs = timed(lambda: st.encode(texts, batch_size=best), args.repeats)
-    add(f"sentence-transformers encode, batch {best} (best of 32/64/128)", st_med, st_lo, st_hi, None,
-        st_vecs, st_vecs)
-    for bs in (64,):
-        med, lo, hi, v = timed(lambda: eager.encode_ids(ids, bs), args.repeats)
-        add(f"embedlab encoder, eager, batch {bs}", med, lo, hi, st_med, v, st_vecs)
+    table.add(f"sentence-transformers encode, batch {best} (best of 32/64/128)", n, tokens, st_med, st_lo,
+              st_hi, cos=1.0)
+
+    def row(name: str, encoder: Encoder, **kw) -> tuple[float, np.ndarray]:
+        med, lo, hi, v = timed(lambda: encoder.encode_ids(ids, **kw), args.repeats)
+        c = cosines(v, st_vecs)
+        table.add(name.format(mean=c.mean()), n, tokens, med, lo, hi, ref=st_med, cos=c.min())
+        return med, v
+
+    budget = eager.max_batch_tokens
+    fp32_med, fp32_vecs = row(f"embedlab encoder (default: eager, batches <= {budget} tokens)", eager)
+    row("embedlab encoder, eager, fixed 64-row batches", eager, batch_size=64, max_batch_tokens=0)
     t0 = time.perf_counter()
     compiled = Encoder(EncodeConfig(device="cpu", compile=True))
     compile_s = time.perf_counter() - t0
-    med, lo, hi, v = timed(lambda: compiled.encode_ids(ids, 64), args.repeats)
-    add(f"embedlab encoder, torch.compile, batch 64 (load+compile {compile_s:.0f} s, once)", med, lo, hi,
-        st_med, v, st_vecs)
-    fp32_med = med
+    row(f"embedlab encoder, --compile (load+compile {compile_s:.0f} s, once)", compiled)
+    del compiled
     int8 = Encoder(EncodeConfig(device="cpu", dtype="int8"))
-    med, lo, hi, v = timed(lambda: int8.encode_ids(ids, 64), args.repeats)
-    c = cosines(v, st_vecs)
-    add(f"embedlab --dtype int8: dynamic, per-channel weights (mean cos {c.mean():.4f}; "
-        f"{fp32_med / med:.2f}x compiled fp32)", med, lo, hi, st_med, v, st_vecs)
+    med, v = row("embedlab --dtype int8: dynamic, per-channel weights (mean cos {mean:.4f})", int8)
+    table.rows[-1][0] += f"; {fp32_med / med:.2f}x fp32"
     q = copy.deepcopy(eager)
     q.model = torch.ao.quantization.quantize_dynamic(q.model, {torch.nn.Linear}, dtype=torch.qint8)
-    med, lo, hi, v = timed(lambda: q.encode_ids(ids, 64), args.repeats)
-    c = cosines(v, st_vecs)
-    add(f"torch dynamic int8, per-tensor weights (mean cos {c.mean():.4f}; {fp32_med / med:.2f}x compiled fp32)",
-        med, lo, hi, st_med, v, st_vecs)
+    med, _ = row("torch dynamic int8, per-tensor weights (mean cos {mean:.4f})", q)
+    table.rows[-1][0] += f"; {fp32_med / med:.2f}x fp32"
+    del q, int8
 
     if args.pipeline_docs:
-        rows.append(["**whole processes**", "", "", "", "", "", "", "", "", "", ""])
-        pipeline_rows(args, rows, header, fpt, ceiling)
+        table.section(f"whole processes: {args.pipeline_docs} documents cut at 256 tokens (--truncate)")
+        whole_processes(args, table, best)
+    if args.full:
+        table.section("whole corpus cut at 256 tokens: the pipeline against its own encoder")
+        full_corpus(args, table, eager)
+    command = (f".venv/bin/python benchmarks/bench_encode.py --docs {args.docs} --pipeline-docs "
+               f"{args.pipeline_docs}{' --full' if args.full else ''} --repeats {args.repeats}")
     text = ("# Encoder throughput vs sentence-transformers (CPU)\n\n"
-            f"Model all-MiniLM-L6-v2 fp32; SciFact chunked at 256 tokens (overlap 32); {threads} threads. "
-            f"Part 1: {args.docs} documents, {n} chunks, {tokens:,} tokens in this process, median of "
-            f"{args.repeats} runs after a warm-up. Matmul ceiling (16384x384 @ 384x1536, fp32): "
-            f"{ceiling:.1f} GFLOP/s; model FLOPs {fpt / 1e6:.1f} MFLOP per token.\n\n"
-            + markdown_table(header, rows)
+            f"Model all-MiniLM-L6-v2 fp32 unless named; {threads} torch threads. Median of {args.repeats} "
+            f"runs after a warm-up (part 1) or of {args.repeats} whole processes taken in turn (part 2). "
+            f"Matmul ceiling (16384x384 @ 384x1536, fp32, best of 20): {ceiling:.1f} GFLOP/s; model FLOPs "
+            f"{fpt / 1e6:.1f} MFLOP per token.\n\n"
+            + markdown_table(HEADER, table.rows)
             + f"\n\nMachine: {machine()}\n"
-            f"Command: .venv/bin/python benchmarks/bench_encode.py --docs {args.docs} "
-            f"--pipeline-docs {args.pipeline_docs} --repeats {args.repeats}\n")
+            f"Run: {time.perf_counter() - started:.0f} s; load average {load_before:.2f} before\n"
+            f"Command: {command}\n")
     print(text)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "encode_cpu.md").write_text(text)
 
 
-def pipeline_rows(args, rows, header, fpt, ceiling) -> None:
-    """Whole-process runs on ``--pipeline-docs`` documents: embedlab embed vs a plain ST script."""
-    import pyarrow.parquet as pq
+def first_docs(src: Path, dst: Path, n: int | None) -> Path:
+    """The first ``n`` lines (all: None) of a BEIR corpus.jsonl.gz, as plain JSONL."""
+    with gzip.open(src, "rt", encoding="utf-8") as f, open(dst, "w", encoding="utf-8") as out:
+        out.writelines(itertools.islice(f, n))
+    return dst
 
+
+def run_embed(corpus: Path, out: Path, extra: list[str], env: dict) -> tuple[float, float, dict]:
+    """One whole ``embedlab embed --truncate`` process: wall seconds, peak RSS MB, its JSON summary."""
+    shutil.rmtree(out, ignore_errors=True)
+    proc, wall, peak = run_sampled([sys.executable, "-m", "embedlab.cli", "embed", str(corpus), "--out",
+                                    str(out), "--truncate", "--no-progress", "--json", *extra], env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"embed {extra} failed: {proc.stderr[-2000:]}")
+    return wall, peak.total, json.loads(proc.stdout)
+
+
+def store_vectors(out: Path) -> tuple[list[str], np.ndarray]:
+    t = pq.read_table(out, columns=["doc_id", "vector"])
+    return t.column("doc_id").to_pylist(), np.stack(t.column("vector").to_numpy(zero_copy_only=False))
+
+
+def whole_processes(args, table: Table, st_batch: int) -> None:
+    """``embedlab embed`` against a plain sentence-transformers script, each a whole process, in turn."""
+    from embedlab.encoder import describe_model
+
+    settings = [("default: 1 worker x 2 threads, eager", []),
+                ("2 workers x 1 thread", ["--workers", "2", "--threads", "1"]),
+                ("--compile", ["--compile"]),
+                ("--dtype int8", ["--dtype", "int8"])]
+    env = {k: v for k, v in os.environ.items() if k != "EMBEDLAB_COMPILE"}
+    model_path = describe_model("sentence-transformers/all-MiniLM-L6-v2").path
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        corpus = tmp / "corpus.jsonl"
-        import gzip
-
-        with gzip.open(args.data, "rt", encoding="utf-8") as src, open(corpus, "w", encoding="utf-8") as dst:
-            for i, line in enumerate(src):
-                if i == args.pipeline_docs:
-                    break
-                dst.write(line)
-        env = {k: v for k, v in os.environ.items() if k != "EMBEDLAB_COMPILE"}
-        settings = [("1 worker x 2 threads, compiled (default)", []),
-                    ("2 workers x 1 thread, compiled", ["--workers", "2", "--threads", "1"]),
-                    ("1 worker x 2 threads, eager", ["--no-compile"]),
-                    ("2 workers x 1 thread, eager", ["--workers", "2", "--threads", "1", "--no-compile"])]
-        results = []
-        for name, extra in settings:
-            out = tmp / f"out-{len(results)}"
-            proc, wall, peak = run_sampled([sys.executable, "-m", "embedlab.cli", "embed", str(corpus), "--out",
-                                            str(out), "--no-progress", "--json", *extra], env=env)
+        corpus = first_docs(args.data, tmp / "corpus.jsonl", args.pipeline_docs)
+        st_runs, runs = [], {name: [] for name, _ in settings}
+        outs = [tmp / f"out-{k}" for k in range(len(settings))]
+        for _ in range(args.repeats):
+            proc, wall, peak = run_sampled([sys.executable, "-c", ST_SCRIPT, str(corpus), model_path,
+                                            str(tmp / "st.parquet"), str(st_batch)], env=env)
             if proc.returncode != 0:
-                raise SystemExit(f"embed failed: {proc.stderr[-2000:]}")
-            results.append((name, out, wall, peak, json.loads(proc.stdout)))
-        texts = pq.read_table(results[0][1], columns=["text"]).column("text").to_pylist()
-        (tmp / "texts.json").write_text(json.dumps(texts))
-        from embedlab.encoder import describe_model
+                raise SystemExit(f"ST script failed: {proc.stderr[-2000:]}")
+            st_runs.append((wall, peak.total))
+            for (name, extra), out in zip(settings, outs):
+                runs[name].append(run_embed(corpus, out, extra, env))
+        st = pq.read_table(tmp / "st.parquet")
+        st_vecs = dict(zip(st.column("doc_id").to_pylist(),
+                           np.stack(st.column("vector").to_numpy(zero_copy_only=False))))
+        st_wall = statistics.median(w for w, _ in st_runs)
+        summary = runs[settings[0][0]][0][2]
+        n, tokens = summary["chunks"], summary["tokens"]
+        table.add(f"plain sentence-transformers script, batch {st_batch} (best in part 1)", n, tokens, st_wall,
+                  min(w for w, _ in st_runs), max(w for w, _ in st_runs), cos=1.0,
+                  rss=max(r for _, r in st_runs))
+        for (name, _), out in zip(settings, outs):
+            walls = [w for w, _, _ in runs[name]]
+            doc_ids, vecs = store_vectors(out)
+            table.add(f"embedlab embed, {name}", n, tokens, statistics.median(walls), min(walls), max(walls),
+                      ref=st_wall, cos=cosines(vecs, np.stack([st_vecs[d] for d in doc_ids])).min(),
+                      busy=statistics.median(s["encoder_busy"] for _, _, s in runs[name]),
+                      rss=max(r for _, r, _ in runs[name]))
 
-        path = describe_model("sentence-transformers/all-MiniLM-L6-v2").path
-        proc, st_wall, st_peak = run_sampled([sys.executable, "-c", ST_SCRIPT, str(tmp / "texts.json"), path,
-                                              str(tmp / "st.parquet"), "32"], env=env)
-        if proc.returncode != 0:
-            raise SystemExit(f"ST script failed: {proc.stderr[-2000:]}")
-        st_vecs = np.stack(pq.read_table(tmp / "st.parquet").column("vector").to_numpy(zero_copy_only=False))
-        n, tokens = len(texts), results[0][4]["tokens"]
-        rows.append([f"plain sentence-transformers script, batch 32 ({args.pipeline_docs} docs, whole process)",
-                     n, f"{n / st_wall:.2f}", "", f"{tokens / st_wall:,.0f}", "1.00", "1.000000",
-                     f"{tokens / st_wall * fpt / 1e9:.1f}", f"{100 * tokens / st_wall * fpt / 1e9 / ceiling:.0f}%",
-                     "", f"{st_peak.total:.0f}"])
-        for name, out, wall, peak, s in results:
-            t = pq.read_table(out, columns=["chunk_id", "vector"])
-            v = np.stack(t.column("vector").to_numpy(zero_copy_only=False))
-            order = {c: i for i, c in enumerate(pq.read_table(results[0][1], columns=["chunk_id"])
-                                                .column("chunk_id").to_pylist())}
-            ref = st_vecs[[order[c] for c in t.column("chunk_id").to_pylist()]]
-            rows.append([f"embedlab embed, {name}", s["chunks"], f"{s['chunks'] / wall:.2f}", "",
-                         f"{s['tokens'] / wall:,.0f}", f"{st_wall / wall:.2f}", f"{cosines(v, ref).min():.6f}",
-                         f"{s['tokens'] / wall * fpt / 1e9:.1f}",
-                         f"{100 * s['tokens'] / wall * fpt / 1e9 / ceiling:.0f}%",
-                         f"{s['encoder_busy']:.0%}", f"{peak.total:.0f}"])
+
+def full_corpus(args, table: Table, encoder: Encoder) -> None:
+    """The whole corpus, truncated: the default encoder alone against the default pipeline."""
+    docs = [r for r in read_corpus(CorpusConfig(path=args.data)) if isinstance(r, Document)]
+    chunks, _ = Chunker(encoder.tokenizer, 256, 0, truncate=True).chunk(docs)
+    ids = [c.input_ids for c in chunks]
+    n, tokens = len(ids), int(sum(len(x) for x in ids))
+    t0 = time.perf_counter()
+    ref = encoder.encode_ids(ids)
+    alone = time.perf_counter() - t0
+    table.add("embedlab encoder alone, in this process (default settings)", n, tokens, alone, ref=alone,
+              cos=None)
+    env = {k: v for k, v in os.environ.items() if k != "EMBEDLAB_COMPILE"}
+    with tempfile.TemporaryDirectory() as tmp:
+        wall, rss, s = run_embed(args.data, Path(tmp) / "out", [], env)
+        doc_ids, vecs = store_vectors(Path(tmp) / "out")
+    by_id = dict(zip((c.doc_id for c in chunks), ref))
+    cos = cosines(vecs, np.stack([by_id[d] for d in doc_ids])).min()
+    table.add(f"embedlab embed, whole process ({s['encode_wall_seconds']:.0f} s encoding; "
+              f"min cos is to the encoder alone)", s["chunks"], s["tokens"], wall, ref=alone, cos=cos,
+              busy=s["encoder_busy"], rss=rss)
+    table.rows[-1][5] = f"{alone / wall:.2f} of encoder alone"
+    table.rows[-1][9] += f" of encoding, {s['forward_seconds'] / wall:.0%} of wall"
 
 
 if __name__ == "__main__":
