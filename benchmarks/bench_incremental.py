@@ -247,7 +247,7 @@ def stream_section(runs: dict[tuple, list[dict]]) -> list[str]:
                       med(rs, "docs_per_s"), med(rs, "chunks_per_s"),
                       f"{rate / bulk_rate:.2f}x" if bulk_rate and mode == "saturated" else "-"])
     compiled = {r.get("compiled") for rs in runs.values() for r in rs}
-    encoder = ("torch.compile on (the CPU default)" if compiled == {True}
+    encoder = ("torch.compile on" if compiled == {True}
                else "eager" if compiled == {False} else "mixed compiled / eager")
     def median_of(mode: str, batch: int, key: str) -> float:
         rs = next((v for k, v in runs.items() if k[2] == mode and k[3] == batch), [])
