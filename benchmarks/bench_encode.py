@@ -203,7 +203,7 @@ def in_process_rows(args, table: Table, eager: Encoder, ids: list, texts: list[s
         return med, v
 
     budget = eager.max_batch_tokens
-    fp32_med, fp32_vecs = row(f"embedlab encoder (default: eager, batches <= {budget} tokens)", eager)
+    fp32_med, _ = row(f"embedlab encoder (default: eager, batches <= {budget} tokens)", eager)
     row("embedlab encoder, eager, fixed 64-row batches", eager, batch_size=64, max_batch_tokens=0)
     t0 = time.perf_counter()
     compiled = Encoder(EncodeConfig(device="cpu", compile=True))

@@ -116,7 +116,7 @@ class EmbedResult:
                          "(non-finite vectors at the requested dtype)")
         lines += [
             f"wall time   {self.wall_seconds:.1f} s (start-up {self.startup_seconds:.1f} s: cluster, "
-            f"model load{' ' + format(self.encoder['load_seconds'], '.1f') + ' s' if 'load_seconds' in self.encoder else ''})",
+            f"model load {self.encoder.get('load_seconds', 0.0):.1f} s)",
             f"throughput  {self.chunks_per_second:,.1f} chunks/s, {self.tokens_per_second:,.0f} tokens/s",
             f"encoder     busy {self.encoder_busy:.0%} of the encode phase "
             f"({self.encode_wall_seconds:.1f} s), padding {self.padding_waste:.1%} of tokens",
@@ -165,8 +165,8 @@ def load_encoder(encode: EncodeConfig) -> dict[str, Any]:
     """Load (and cache) the worker's encoder before any partition arrives; say how it runs."""
     t0 = time.perf_counter()
     enc = cached_encoder(encode)
-    return {"load_seconds": time.perf_counter() - t0, "device": enc.device, "dtype": encode.dtype.value, "compiled": enc.compiled,
-            "compile_error": enc.compile_error, "torch_threads": enc.torch_threads,
+    return {"load_seconds": time.perf_counter() - t0, "device": enc.device, "dtype": encode.dtype.value,
+            "compiled": enc.compiled, "compile_error": enc.compile_error, "torch_threads": enc.torch_threads,
             "max_batch_tokens": enc.max_batch_tokens, "batch_size": encode.batch_size}
 
 
