@@ -21,15 +21,24 @@ from embedlab.config import ClusterConfig
 # beats two single-threaded workers for all-MiniLM-L6-v2, and loads the model once, not twice.
 DEFAULT_CPU_WORKERS = 1
 
-# Dask settings for the workers we start, each measured on the 2-core CI machine:
+# Dask settings for the clusters we start, each measured on the 2-core CI machine, where the
+# encoder's two torch threads fill both cores and any other thread that wakes stalls them:
 # * the nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also switches off glibc's
 #   dynamic mmap threshold: every activation tensor over 128 KiB is then mmap'ed and unmapped per
 #   op, and a CPU forward pass runs about 20% slower. Our workers hold one model and reuse the
 #   same tensor sizes, so they keep glibc's defaults.
 # * the worker's statistical profiler samples the task thread every 10 ms and takes the GIL to do
 #   it, stalling eager torch's Python dispatch between ops: forward passes ran ~10% slower with it.
-WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
-                 "distributed.worker.profile.enabled": False}
+# * every scheduler, nanny and worker wakes 50 times a second to time its event loop (tick), and
+#   polls memory every 100 ms and system metrics every 500 ms. An idle one-worker cluster took
+#   4.2% of a core that way, 0.6% with the intervals below (benchmarks/results/cluster_idle_cpu.md);
+#   they only feed warnings and dashboards. The nanny still enforces the worker's memory limit,
+#   checked every second.
+CLUSTER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                  "distributed.worker.profile.enabled": False,
+                  "distributed.admin.tick.interval": "1s",
+                  "distributed.admin.system-monitor.interval": "5s",
+                  "distributed.worker.memory.monitor-interval": "1s"}
 
 
 @dataclass(frozen=True)
@@ -78,7 +87,7 @@ def connect(cfg: ClusterConfig) -> Iterator[tuple[object, ClusterInfo]]:
         from dask_cuda import LocalCUDACluster
 
         n = cfg.workers or gpu_count()
-        with dask.config.set(WORKER_CONFIG), \
+        with dask.config.set(CLUSTER_CONFIG), \
                 LocalCUDACluster(n_workers=n, threads_per_worker=1, ip="127.0.0.1",
                                  dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
                 Client(cluster) as client:
@@ -88,7 +97,7 @@ def connect(cfg: ClusterConfig) -> Iterator[tuple[object, ClusterInfo]]:
     cores = os.cpu_count() or 1
     n = cfg.workers or DEFAULT_CPU_WORKERS
     threads = cfg.threads or max(1, cores // n)
-    with dask.config.set(WORKER_CONFIG), \
+    with dask.config.set(CLUSTER_CONFIG), \
             LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                          dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:

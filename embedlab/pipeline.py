@@ -167,7 +167,8 @@ def load_encoder(encode: EncodeConfig) -> dict[str, Any]:
     enc = cached_encoder(encode)
     return {"load_seconds": time.perf_counter() - t0, "device": enc.device, "dtype": encode.dtype.value,
             "compiled": enc.compiled, "compile_error": enc.compile_error, "torch_threads": enc.torch_threads,
-            "max_batch_tokens": enc.max_batch_tokens, "batch_size": encode.batch_size}
+            "max_batch_tokens": enc.max_batch_tokens, "batch_size": encode.batch_size,
+            "keeps_freed_memory": enc.keeps_freed_memory}
 
 
 @dataclass(frozen=True)
@@ -359,11 +360,31 @@ def encode_partitions(cfg: EmbedConfig, store: Store, manifest: Manifest, first:
         result.cluster = dataclasses.asdict(cluster)
         warm = [client.submit(load_encoder, encode, workers=[w], allow_other_workers=True, pure=False)
                 for w in client.scheduler_info()["workers"]]
-        head = [first, *itertools.islice(rest, cluster.workers - 1)]  # chunked while models load
+        head = _chunk_while_loading(first, rest, warm, cluster.workers)
         result.encoder = client.gather(warm)[0]
         result.startup_seconds = time.perf_counter() - started
         return _run_partitions(client, cluster, store, manifest, encode,
                                itertools.chain(head, rest), result, cfg)
+
+
+CHUNK_AHEAD_WHILE_LOADING = 32  # partitions (~1 MB each at the default 65,536 tokens)
+
+
+def _chunk_while_loading(first: Partition, rest: Iterator[Partition], loading: list,
+                         workers: int) -> list[Partition]:
+    """Partitions chunked while the workers start and load their models.
+
+    At least one per worker, and more while any model is still loading (a few seconds on CPU,
+    when the driver has a core to itself): on a machine the encoder fills, the driver's
+    tokenizing then competes less with the forward passes later.
+    """
+    head = [first, *itertools.islice(rest, workers - 1)]
+    while len(head) < CHUNK_AHEAD_WHILE_LOADING and not all(f.done() for f in loading):
+        part = next(rest, None)
+        if part is None:
+            break
+        head.append(part)
+    return head
 
 
 def write_rejects(store: Store, rejects: list[Reject]) -> None:
