@@ -1,6 +1,6 @@
 """Encoder throughput against sentence-transformers on the same model, texts and cores.
 
-    .venv/bin/python benchmarks/bench_encode.py [--docs 160] [--pipeline-docs 600] [--full] [--repeats 3]
+    .venv/bin/python benchmarks/bench_encode.py [--docs 160] [--pipeline-docs 600] [--full] [--repeats 3] [--full-repeats 3]
 
 Part 1, in this process: SciFact documents chunked at 256 tokens (overlap 32) by embedlab; the
 same chunk texts go to `SentenceTransformer.encode` (its best batch size of 32/64/128) and to
@@ -16,8 +16,13 @@ documents and writes the vectors to Parquet. Median wall time of --repeats runs,
 Peak RSS is sampled from /proc over the process and its children.
 
 Part 3 (--full): the whole corpus cut at 256 tokens, embedlab's encoder alone in this process
-against `embedlab embed` as a whole process: how much the pipeline loses to reading, chunking,
-scheduling and writing, and how busy it keeps the encoder.
+against `embedlab embed` as a whole process: how much the pipeline loses to start-up, reading,
+chunking, scheduling and writing, and how busy it keeps the encoder. --full-repeats pipeline
+runs, each between two runs of the encoder alone (the machine drifts over ~20 minutes).
+
+Loading embedlab's CPU encoder sets glibc's malloc to keep freed memory (embedlab/malloc.py), for
+the whole process: in part 1 sentence-transformers runs under the same settings, so part 1
+compares the compute paths; part 2's plain script is a process of its own, without them.
 
 Prints one markdown table and writes benchmarks/results/encode_cpu.md.
 """
@@ -132,10 +137,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=160, help="SciFact documents for part 1")
     ap.add_argument("--pipeline-docs", type=int, default=600, help="documents for part 2 (0: skip)")
-    ap.add_argument("--full", action="store_true", help="part 3: the whole corpus (about 9 minutes on 2 cores)")
+    ap.add_argument("--full", action="store_true", help="part 3: the whole corpus (about 20 minutes on 2 cores)")
     ap.add_argument("--only-full", action="store_true",
                     help="part 3 alone, written to encode_cpu_full.md (parts 1 and 2 skipped)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--full-repeats", type=int, default=3,
+                    help="part 3: pipeline runs, each between two runs of the encoder alone")
     ap.add_argument("--data", type=Path, default=DATA / "scifact" / "corpus.jsonl.gz")
     args = ap.parse_args()
     threads = os.cpu_count() or 1
@@ -162,7 +169,8 @@ def main() -> None:
         full_corpus(args, table, eager)
     flags = " --only-full" if args.only_full else " --full" if args.full else ""
     command = (f".venv/bin/python benchmarks/bench_encode.py --docs {args.docs} --pipeline-docs "
-               f"{args.pipeline_docs}{flags} --repeats {args.repeats}")
+               f"{args.pipeline_docs}{flags} --repeats {args.repeats}"
+               + (f" --full-repeats {args.full_repeats}" if args.full or args.only_full else ""))
     text = ("# Encoder throughput vs sentence-transformers (CPU)\n\n"
             f"Model all-MiniLM-L6-v2 fp32 unless named; {threads} torch threads. Median of {args.repeats} "
             f"runs after a warm-up (part 1) or of {args.repeats} whole processes taken in turn (part 2). "
@@ -285,34 +293,49 @@ def whole_processes(args, table: Table, st_batch: int) -> None:
 
 
 def full_corpus(args, table: Table, encoder: Encoder) -> None:
-    """The whole corpus, truncated: the default encoder alone against the default pipeline."""
+    """The whole corpus, truncated: the default encoder alone against the default pipeline.
+
+    Taken in turn, alone / pipeline / alone / ... / alone, so that the machine's drift over the
+    run falls on both sides; each pipeline run is also set against the mean of the two encoder
+    runs beside it.
+    """
     docs = [r for r in read_corpus(CorpusConfig(path=args.data)) if isinstance(r, Document)]
     chunks, _ = Chunker(encoder.tokenizer, 256, 0, truncate=True).chunk(docs)
     ids = [c.input_ids for c in chunks]
     n, tokens = len(ids), int(sum(len(x) for x in ids))
+
     def encode_alone() -> tuple[float, np.ndarray]:
         t0 = time.perf_counter()
         vectors = encoder.encode_ids(ids)
         return time.perf_counter() - t0, vectors
 
-    # alone, pipeline, alone: the machine's drift over the ~9 minutes falls on both sides
-    before, ref = encode_alone()
     env = {k: v for k, v in os.environ.items() if k != "EMBEDLAB_COMPILE"}
+    alone, ref = encode_alone()
+    alone_walls, pipeline_runs = [alone], []
     with tempfile.TemporaryDirectory() as tmp:
-        wall, rss, s = run_embed(args.data, Path(tmp) / "out", [], env)
+        for _ in range(args.full_repeats):
+            pipeline_runs.append(run_embed(args.data, Path(tmp) / "out", [], env))
+            alone_walls.append(encode_alone()[0])
         doc_ids, vecs = store_vectors(Path(tmp) / "out")
-    after, _ = encode_alone()
-    alone = (before + after) / 2
-    table.add(f"embedlab encoder alone, in this process (default settings; mean of the runs before "
-              f"and after the pipeline: {n / before:.1f} and {n / after:.1f} chunks/s)", n, tokens, alone,
-              ref=alone, cos=None)
+    alone_med = statistics.median(alone_walls)
+    walls = [w for w, _, _ in pipeline_runs]
+    paired = [(alone_walls[k] + alone_walls[k + 1]) / 2 / w for k, w in enumerate(walls)]
+    table.add(f"embedlab encoder alone, in this process (default settings; {len(alone_walls)} runs, "
+              f"before, between and after the pipelines: "
+              f"{', '.join(f'{n / w:.1f}' for w in alone_walls)} chunks/s)", n, tokens, alone_med,
+              min(alone_walls), max(alone_walls), ref=alone_med, cos=None)
+    s = pipeline_runs[0][2]
     by_id = dict(zip((c.doc_id for c in chunks), ref))
     cos = cosines(vecs, np.stack([by_id[d] for d in doc_ids])).min()
-    table.add(f"embedlab embed, whole process ({s['encode_wall_seconds']:.0f} s encoding; "
-              f"min cos is to the encoder alone)", s["chunks"], s["tokens"], wall, ref=alone, cos=cos,
-              busy=s["encoder_busy"], rss=rss)
-    table.rows[-1][5] = f"{alone / wall:.2f} of encoder alone"
-    table.rows[-1][9] += f" of encoding, {s['forward_seconds'] / wall:.0%} of wall"
+    table.add(f"embedlab embed, whole process ({len(walls)} runs: "
+              f"{', '.join(f'{n / w:.1f}' for w in walls)} chunks/s; each against the encoder runs "
+              f"beside it: {', '.join(f'{r:.2f}' for r in paired)}; min cos is to the encoder alone)",
+              s["chunks"], s["tokens"], statistics.median(walls), min(walls), max(walls), ref=alone_med,
+              cos=cos, busy=statistics.median(r[2]["encoder_busy"] for r in pipeline_runs),
+              rss=max(r[1] for r in pipeline_runs))
+    table.rows[-1][5] = f"{alone_med / statistics.median(walls):.2f} of encoder alone (medians)"
+    share = statistics.median(r[2]["forward_seconds"] / r[0] for r in pipeline_runs)
+    table.rows[-1][9] += f" of encoding, {share:.0%} of wall"
 
 
 if __name__ == "__main__":
