@@ -31,7 +31,7 @@ DEFAULT_CPU_WORKERS = 1
 #   it, stalling eager torch's Python dispatch between ops: forward passes ran ~10% slower with it.
 # * every scheduler, nanny and worker wakes 50 times a second to time its event loop (tick), and
 #   polls memory every 100 ms and system metrics every 500 ms. An idle one-worker cluster took
-#   4.2% of a core that way, 0.6% with the intervals below (benchmarks/results/cluster_idle_cpu.md);
+#   4.1% of a core that way, 0.7% with the intervals below (benchmarks/results/cluster_idle_cpu.md);
 #   they only feed warnings and dashboards. The nanny still enforces the worker's memory limit,
 #   checked every second.
 CLUSTER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,

@@ -218,7 +218,7 @@ class Encoder:
             raise ValueError("dtype int8 runs on the CPU only; use fp16 or bf16 on CUDA")
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
-        self.keeps_freed_memory = self.device == "cpu" and keep_freed_memory()
+        self.keeps_freed_memory = self.device == "cpu" and cfg.keep_freed_memory and keep_freed_memory()
         self.torch_threads = torch.get_num_threads()
         self.tokenizer = AutoTokenizer.from_pretrained(self.info.path,
                                                        trust_remote_code=cfg.trust_remote_code)

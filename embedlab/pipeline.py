@@ -23,7 +23,7 @@ from concurrent.futures import CancelledError
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,14 @@ from embedlab.encoder import cached_encoder, describe_model, fast_tokenizer
 from embedlab.partition import Partition, partition_chunks
 from embedlab.store import (FORMAT_VERSION, ID_SCHEME, REJECTS_FILE, SUMMARY_FILE, Manifest,
                             PartitionEntry, Store, atomic_write_bytes, atomic_write_json)
+
+if TYPE_CHECKING:
+    from distributed import Future
+
+
+# Partitions the driver may chunk ahead while the workers load their models (~1 MB each at the
+# default 65,536 tokens).
+CHUNK_AHEAD_WHILE_LOADING = 32
 
 
 class EmptyCorpusError(CorpusError):
@@ -360,26 +368,32 @@ def encode_partitions(cfg: EmbedConfig, store: Store, manifest: Manifest, first:
         result.cluster = dataclasses.asdict(cluster)
         warm = [client.submit(load_encoder, encode, workers=[w], allow_other_workers=True, pure=False)
                 for w in client.scheduler_info()["workers"]]
-        head = _chunk_while_loading(first, rest, warm, cluster.workers)
+        head = chunk_while_loading(first, rest, warm, cluster.workers)
         result.encoder = client.gather(warm)[0]
         result.startup_seconds = time.perf_counter() - started
         return _run_partitions(client, cluster, store, manifest, encode,
                                itertools.chain(head, rest), result, cfg)
 
 
-CHUNK_AHEAD_WHILE_LOADING = 32  # partitions (~1 MB each at the default 65,536 tokens)
+def chunk_while_loading(first: Partition, rest: Iterator[Partition], loading: list[Future],
+                        workers: int, limit: int = CHUNK_AHEAD_WHILE_LOADING) -> list[Partition]:
+    """Take partitions from the stream while the workers start and load their models.
 
+    Args:
+        first: the stream's first partition, already chunked.
+        rest: the rest of the stream; what is taken here is taken from it.
+        loading: the workers' model-loading futures.
+        workers: at least this many partitions are taken, one for each worker to start on.
+        limit: at most this many, however long the loading takes.
 
-def _chunk_while_loading(first: Partition, rest: Iterator[Partition], loading: list,
-                         workers: int) -> list[Partition]:
-    """Partitions chunked while the workers start and load their models.
+    Returns:
+        The partitions taken, in stream order, ``first`` first.
 
-    At least one per worker, and more while any model is still loading (a few seconds on CPU,
-    when the driver has a core to itself): on a machine the encoder fills, the driver's
-    tokenizing then competes less with the forward passes later.
+    While a CPU worker loads its model the driver has a core to itself; whatever it tokenizes
+    then, it does not tokenize later on cores the encoder fills.
     """
     head = [first, *itertools.islice(rest, workers - 1)]
-    while len(head) < CHUNK_AHEAD_WHILE_LOADING and not all(f.done() for f in loading):
+    while len(head) < limit and not all(f.done() for f in loading):
         part = next(rest, None)
         if part is None:
             break

@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -152,20 +153,36 @@ def test_batch_token_budget_defaults_per_device():
         EncodeConfig(max_batch_tokens=-1)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
-def test_cpu_encoder_stops_page_faulting_its_activations(encoder):
-    """Under glibc's defaults each pass faults its activations in again (11-35k faults per batch here)."""
-    import resource
+FAULTS_PER_PASS = """
+import resource, sys
+import numpy as np
+from embedlab.config import EncodeConfig
+from embedlab.encoder import Encoder
 
-    ids = [np.arange(1000, 1256) for _ in range(8)]  # one batch of 2,048 tokens
+encoder = Encoder(EncodeConfig(device="cpu", keep_freed_memory=sys.argv[1] == "keep"))
+ids = [np.arange(1000, 1256) for _ in range(8)]  # one batch of 2,048 tokens
+encoder.encode_ids(ids)
+faults = []
+for _ in range(3):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     encoder.encode_ids(ids)
-    faults = []
-    for _ in range(3):
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        encoder.encode_ids(ids)
-        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    assert encoder.keeps_freed_memory
-    assert sorted(faults)[1] < 5000, faults  # 12 MiB of FFN activations alone would be 3,072 pages
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(encoder.keeps_freed_memory, sorted(faults)[1])
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc" or bool(os.environ.get("LD_PRELOAD")),
+                    reason="glibc's own malloc only")
+def test_cpu_encoder_stops_page_faulting_its_activations():
+    """Under glibc's defaults every pass faults its activations in again; kept, they stay mapped."""
+    runs = {}
+    for mode in ("keep", "default"):
+        out = subprocess.run([sys.executable, "-c", FAULTS_PER_PASS, mode], capture_output=True, text=True,
+                             check=True).stdout.split()
+        runs[mode] = (out[0] == "True", int(out[1]))
+    assert runs["keep"][0] and not runs["default"][0]
+    # 12 MiB of FFN activations alone are 3,072 pages; measured here: ~0-1,500 kept, 11,000-35,000 not
+    assert runs["keep"][1] < 5000 < runs["default"][1], runs
 
 
 def test_default_cpu_batches_hold_the_token_budget(encoder, scifact_docs):

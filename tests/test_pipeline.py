@@ -146,3 +146,32 @@ def test_default_command_embeds_the_shipped_corpus_without_network(tmp_path, mon
 
     result = embedlab.embed(SAMPLE_CORPUS, tmp_path / "sample", progress=False)
     assert result.ok and result.documents == 20 and result.chunks == 20
+
+
+def test_driver_chunks_ahead_only_while_models_load():
+    from concurrent.futures import Future
+
+    from embedlab.pipeline import chunk_while_loading
+
+    loaded = Future()
+    loaded.set_result(None)
+    rest = iter(range(1, 100))
+    assert chunk_while_loading(0, rest, [loaded], workers=3) == [0, 1, 2]  # one per worker, no more
+    assert next(rest) == 3  # nothing taken is lost
+
+    loading = Future()
+    rest = iter(range(1, 100))
+    assert chunk_while_loading(0, rest, [loaded, loading], workers=1, limit=5) == [0, 1, 2, 3, 4]
+    assert next(rest) == 5
+
+    def stream():  # the model finishes loading while partition 3 is being chunked
+        for k in range(1, 100):
+            if k == 3:
+                loading.set_result(None)
+            yield k
+
+    loading = Future()
+    rest = stream()
+    assert chunk_while_loading(0, rest, [loading], workers=1) == [0, 1, 2, 3]
+    assert next(rest) == 4
+    assert chunk_while_loading(0, iter([1]), [Future()], workers=1) == [0, 1]  # a short stream ends it
