@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, markdown_table  # noqa: E402
+from common import markdown_table, write_results  # noqa: E402
 
 WATCHED = ("tick", "memory_monitor", "monitor", "profile")
 
@@ -95,23 +95,13 @@ def main() -> None:
                      *[f"{cb[k]:.0f}" if k in cb else "off" for k in WATCHED]])
     header = ["cluster, 1 worker, idle", "driver (scheduler, nanny, client)", "worker", "together",
               "x Dask defaults", *[f"worker {k} (ms)" for k in WATCHED]]
-    text = "\n".join([
-        "# CPU an idle local Dask cluster takes (share of one core)",
-        "",
+    write_results(
+        "cluster_idle_cpu.md", "CPU an idle local Dask cluster takes (share of one core)",
         f"Median of {args.repeats} idle spells of {args.seconds:.0f} s each, the two clusters taken in turn; "
         "CPU time (user + system) from /proc.",
-        "",
         markdown_table(header, rows),
-        "",
-        f"Machine: {machine()}",
-        f"Run: {time.perf_counter() - t0:.0f} s",
-        f"Command: .venv/bin/python benchmarks/bench_cluster_idle.py --seconds {args.seconds:.0f} "
-        f"--repeats {args.repeats}",
-        "",
-    ])
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cluster_idle_cpu.md").write_text(text)
+        f".venv/bin/python benchmarks/bench_cluster_idle.py --seconds {args.seconds:.0f} --repeats {args.repeats}",
+        t0)
 
 
 if __name__ == "__main__":

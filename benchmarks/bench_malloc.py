@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, RESULTS, machine, markdown_table  # noqa: E402
+from common import DATA, markdown_table, write_results  # noqa: E402
 
 ONE_RUN = """
 import json, resource, sys, time
@@ -83,23 +83,13 @@ def main() -> None:
                      f"{max(r['peak_rss_mb'] for r in rs):.0f}"])
     header = ["malloc", "chunks", "chunks/s (median)", "min-max", "x glibc defaults", "minor faults",
               "faults per chunk", "system CPU s", "user CPU s", "peak RSS MB"]
-    text = "\n".join([
-        "# CPU encoder: glibc malloc defaults vs keep_freed_memory",
-        "",
+    write_results(
+        "malloc_cpu.md", "CPU encoder: glibc malloc defaults vs keep_freed_memory",
         f"all-MiniLM-L6-v2 fp32, default CPU encoder (2,048-token batches), first {args.docs} SciFact documents "
         f"truncated at 256 tokens; one timed pass per fresh process after a 64-chunk warm-up; median of "
         f"{args.repeats} runs per setting, taken in turn. Faults and CPU seconds are the timed pass's, from getrusage.",
-        "",
         markdown_table(header, rows),
-        "",
-        f"Machine: {machine()}",
-        f"Run: {time.perf_counter() - t0:.0f} s",
-        f"Command: .venv/bin/python benchmarks/bench_malloc.py --docs {args.docs} --repeats {args.repeats}",
-        "",
-    ])
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "malloc_cpu.md").write_text(text)
+        f".venv/bin/python benchmarks/bench_malloc.py --docs {args.docs} --repeats {args.repeats}", t0)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,16 @@ def markdown_table(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(out)
 
 
+def write_results(name: str, title: str, intro: str, table: str, command: str, started: float) -> str:
+    """Print and write ``RESULTS / name``: title, what was measured, the table, machine, run time, command."""
+    text = "\n".join([f"# {title}", "", intro, "", table, "", f"Machine: {machine()}",
+                      f"Run: {time.perf_counter() - started:.0f} s", f"Command: {command}", ""])
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / name).write_text(text)
+    return text
+
+
 def rss_mb(pid: int) -> float:
     """Resident memory of one process, from /proc."""
     try:
