@@ -26,7 +26,8 @@ DEFAULT_CPU_WORKERS = 1
 # * the nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also switches off glibc's
 #   dynamic mmap threshold: every activation tensor over 128 KiB is then mmap'ed and unmapped per
 #   op, and a CPU forward pass runs about 20% slower. Our workers hold one model and reuse the
-#   same tensor sizes, so they keep glibc's defaults.
+#   same tensor sizes, so they keep glibc's defaults. (A CPU encoder then sets malloc itself,
+#   embedlab/malloc.py, on any worker; this matters where keep_freed_memory is off.)
 # * the worker's statistical profiler samples the task thread every 10 ms and takes the GIL to do
 #   it, stalling eager torch's Python dispatch between ops: forward passes ran ~10% slower with it.
 # * every scheduler, nanny and worker wakes 50 times a second to time its event loop (tick), and

@@ -150,29 +150,41 @@ def record_from_json(obj: Any, cfg: CorpusConfig, source: str, line: int) -> Rec
     return Document(doc_id, full, source, line)
 
 
+def parse_jsonl_line(raw: bytes, source: str, line: int) -> dict[str, Any] | Reject | None:
+    """One JSONL line as a JSON object, a :class:`Reject` saying what is wrong, or None if blank.
+
+    A UTF-8 byte-order mark on line 1 and the line end (LF or CRLF) are dropped; raw control
+    characters inside strings are kept.
+    """
+    if line == 1 and raw.startswith(UTF8_BOM):
+        raw = raw[len(UTF8_BOM):]
+    raw = raw.rstrip(b"\r\n")
+    if not raw.strip():
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Reject(source, line, None, f"not valid UTF-8 at byte {e.start}: {raw[e.start:e.start + 4]!r}")
+    try:
+        obj = json.loads(text, strict=False)
+    except json.JSONDecodeError as e:
+        return Reject(source, line, None, f"invalid JSON at column {e.colno}: {e.msg}")
+    if not isinstance(obj, dict):
+        return Reject(source, line, None, f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def _read_jsonl(path: Path, cfg: CorpusConfig) -> Iterator[Record]:
     source = str(path)
     try:
         fh = _open_binary(path)
         with fh:
             for lineno, raw in enumerate(fh, start=1):
-                if lineno == 1 and raw.startswith(UTF8_BOM):
-                    raw = raw[len(UTF8_BOM):]
-                raw = raw.rstrip(b"\r\n")
-                if not raw.strip():
-                    continue
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    yield Reject(source, lineno, None,
-                                 f"not valid UTF-8 at byte {e.start}: {raw[e.start:e.start + 4]!r}")
-                    continue
-                try:
-                    obj = json.loads(line, strict=False)  # raw control characters in strings are kept
-                except json.JSONDecodeError as e:
-                    yield Reject(source, lineno, None, f"invalid JSON at column {e.colno}: {e.msg}")
-                    continue
-                yield record_from_json(obj, cfg, source, lineno)
+                obj = parse_jsonl_line(raw, source, lineno)
+                if isinstance(obj, dict):
+                    yield record_from_json(obj, cfg, source, lineno)
+                elif obj is not None:
+                    yield obj
     except (gzip.BadGzipFile, EOFError, OSError) as e:
         raise CorpusError(f"{source}: cannot read the file: {e}") from e
 

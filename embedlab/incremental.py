@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -34,8 +33,8 @@ import numpy as np
 from embedlab.chunking import Chunker
 from embedlab.config import (ChunkConfig, ClusterConfig, CorpusConfig, EmbedConfig, EncodeConfig,
                              to_jsonable)
-from embedlab.corpus import (UTF8_BOM, CorpusError, Document, Record, Reject, normalize_doc_id, read_corpus,
-                             record_from_json, resolve_format)
+from embedlab.corpus import (CorpusError, Document, Record, Reject, normalize_doc_id, parse_jsonl_line,
+                             read_corpus, record_from_json, resolve_format)
 from embedlab.partition import Partition
 from embedlab.pipeline import (ChunkStream, EmbedResult, content_sha256, encode_partitions, make_chunker,
                                store_identity, write_rejects)
@@ -167,18 +166,10 @@ def parse_feed_line(raw: bytes, cfg: CorpusConfig, source: str, line: int) -> Fe
     A record is ``{"op": "upsert", <id>, <title>, <text>}`` or ``{"op": "delete", <id>}`` with
     the field names of ``cfg``; a record without ``op`` is an upsert.
     """
-    if line == 1 and raw.startswith(UTF8_BOM):
-        raw = raw[len(UTF8_BOM):]
-    raw = raw.rstrip(b"\r\n")
-    if not raw.strip():
-        return None
-    try:
-        obj = json.loads(raw.decode("utf-8"), strict=False)
-    except UnicodeDecodeError as e:
-        return Reject(source, line, None, f"not valid UTF-8 at byte {e.start}")
-    except json.JSONDecodeError as e:
-        return Reject(source, line, None, f"invalid JSON at column {e.colno}: {e.msg}")
-    op = obj.get("op", Op.UPSERT.value) if isinstance(obj, dict) else Op.UPSERT.value
+    obj = parse_jsonl_line(raw, source, line)
+    if obj is None or isinstance(obj, Reject):
+        return obj
+    op = obj.get("op", Op.UPSERT.value)
     if op not in (Op.UPSERT.value, Op.DELETE.value):
         return Reject(source, line, None, f"op must be upsert or delete; got {op!r}")
     if op == Op.DELETE.value:
