@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from embedlab.config import default_overlap
 from embedlab.corpus import Document, Reject
 
 CHUNK_ID_SEP = "#"
@@ -51,11 +52,11 @@ class Chunker:
         tokenizer: a ``tokenizers.Tokenizer`` (see ``encoder.fast_tokenizer``) or a Hugging Face
             fast tokenizer, whose ``backend_tokenizer`` is used.
         chunk_tokens: tokens per window, special tokens included.
-        overlap: tokens shared by consecutive windows.
+        overlap: tokens shared by consecutive windows; None: ``config.default_overlap(chunk_tokens)``.
         truncate: keep only the first window of each document.
     """
 
-    def __init__(self, tokenizer, chunk_tokens: int, overlap: int = 32, truncate: bool = False):
+    def __init__(self, tokenizer, chunk_tokens: int, overlap: int | None = None, truncate: bool = False):
         backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
         if not hasattr(backend, "encode_batch"):
             raise TypeError("chunking needs a fast (Rust) tokenizer")
@@ -72,6 +73,7 @@ class Chunker:
         self.window = chunk_tokens - len(self.prefix) - len(self.suffix)
         if self.window < 4:
             raise ValueError(f"chunk_tokens={chunk_tokens} leaves no room for text")
+        overlap = default_overlap(chunk_tokens) if overlap is None else overlap
         if overlap >= self.window // 2:
             raise ValueError(f"overlap {overlap} must be less than half the window ({self.window})")
         self.overlap = overlap

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -73,6 +74,29 @@ def gpu_count() -> int:
 
 
 @contextmanager
+def main_script_hidden() -> Iterator[None]:
+    """While our workers start (and restart), spawn does not re-run the driver's main script.
+
+    Python's spawn start method runs the main script again in every new process. A plain script
+    that calls ``embedlab.embed`` at top level, with no ``if __name__ == "__main__":`` guard,
+    would so start the job again inside each worker, which multiprocessing refuses ("before the
+    current process has finished its bootstrapping phase"). Workers run embedlab's functions
+    only, never the script's, so the script's ``__file__`` and ``__spec__`` are hidden from spawn
+    meanwhile, as a notebook's main module has none.
+    """
+    main = sys.modules.get("__main__")
+    saved = {k: v for k, v in vars(main).items() if k in ("__file__", "__spec__")} if main else {}
+    try:
+        if main is not None:
+            vars(main).pop("__file__", None)
+            main.__spec__ = None
+        yield
+    finally:
+        if main is not None:
+            vars(main).update(saved)
+
+
+@contextmanager
 def connect(cfg: ClusterConfig) -> Iterator[tuple[object, ClusterInfo]]:
     """Yield a ``distributed.Client`` and a description of the cluster behind it."""
     import dask
@@ -88,7 +112,7 @@ def connect(cfg: ClusterConfig) -> Iterator[tuple[object, ClusterInfo]]:
         from dask_cuda import LocalCUDACluster
 
         n = cfg.workers or gpu_count()
-        with dask.config.set(CLUSTER_CONFIG), \
+        with main_script_hidden(), dask.config.set(CLUSTER_CONFIG), \
                 LocalCUDACluster(n_workers=n, threads_per_worker=1, ip="127.0.0.1",
                                  dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
                 Client(cluster) as client:
@@ -98,7 +122,7 @@ def connect(cfg: ClusterConfig) -> Iterator[tuple[object, ClusterInfo]]:
     cores = os.cpu_count() or 1
     n = cfg.workers or DEFAULT_CPU_WORKERS
     threads = cfg.threads or max(1, cores // n)
-    with dask.config.set(CLUSTER_CONFIG), \
+    with main_script_hidden(), dask.config.set(CLUSTER_CONFIG), \
             LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                          dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:

@@ -13,6 +13,22 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+SAMPLE_CORPUS = Path(__file__).parent / "data" / "sample_corpus.jsonl"  # shipped with embedlab
+
+
+def default_corpus() -> Path:
+    """SciFact from the shared data folder when it is there, else the corpus shipped with embedlab."""
+    repo = Path(__file__).resolve().parents[1]
+    for root in (Path.cwd().parent / "shared" / "data", repo.parent / "shared" / "data"):
+        path = root / "scifact" / "corpus.jsonl.gz"
+        if path.is_file():
+            return path
+    return SAMPLE_CORPUS
+
+
+def default_overlap(chunk_tokens: int) -> int:
+    """Overlap of consecutive chunks when none is given: an eighth of the window (32 of 256 tokens)."""
+    return chunk_tokens // 8
 
 
 class CorpusFormat(str, enum.Enum):
@@ -62,18 +78,23 @@ class CorpusConfig:
 @dataclass(frozen=True, kw_only=True)
 class ChunkConfig:
     chunk_tokens: int | None = None  # tokens per chunk incl. special tokens; None: model max length
-    overlap: int = 32  # tokens shared by consecutive chunks of one document
+    overlap: int | None = None  # tokens shared by consecutive chunks of one document;
+    # None: default_overlap(chunk_tokens), an eighth of the window (32 for 256 tokens)
     truncate: bool = False  # one chunk per document, cut at chunk_tokens (MTEB / BEIR evaluation)
 
     def __post_init__(self) -> None:
         if self.chunk_tokens is not None and self.chunk_tokens < 8:
             raise ValueError(f"chunk_tokens must be >= 8; got {self.chunk_tokens}")
-        if self.overlap < 0:
+        if self.overlap is not None and self.overlap < 0:
             raise ValueError(f"overlap must be >= 0; got {self.overlap}")
-        if self.chunk_tokens is not None and self.overlap >= self.chunk_tokens // 2:
+        if self.chunk_tokens is not None and self.overlap is not None and self.overlap >= self.chunk_tokens // 2:
             raise ValueError(
                 f"overlap ({self.overlap}) must be less than half of chunk_tokens ({self.chunk_tokens})"
             )
+
+    def overlap_for(self, chunk_tokens: int) -> int:
+        """The overlap used with windows of ``chunk_tokens`` tokens."""
+        return default_overlap(chunk_tokens) if self.overlap is None else self.overlap
 
 
 @dataclass(frozen=True, kw_only=True)

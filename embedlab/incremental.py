@@ -424,7 +424,7 @@ def stored_config(store: Store, **encode_overrides: Any) -> EmbedConfig:
         out=store.root,
         chunk=ChunkConfig(**_fields(ChunkConfig, cfg.get("chunk", {}))),
         encode=EncodeConfig(**encode),
-        partition_tokens=int(cfg.get("partition_tokens", 65536)),
+        partition_tokens=int(cfg.get("partition_tokens", EmbedConfig.partition_tokens)),
     )
 
 

@@ -15,13 +15,14 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import shutil
 import signal
 import sys
 import threading
 import time
 from concurrent.futures import CancelledError
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from embedlab.chunking import Chunk, Chunker
 from embedlab.cluster import ClusterInfo, connect
 from embedlab.config import Dtype, EmbedConfig, EncodeConfig, to_jsonable
 from embedlab.corpus import CorpusError, Document, Record, Reject, read_corpus, resolve_format
+from embedlab.embed_result import EmbedResult
 from embedlab.encoder import cached_encoder, describe_model, fast_tokenizer
 from embedlab.partition import Partition, partition_chunks
 from embedlab.store import (FORMAT_VERSION, ID_SCHEME, REJECTS_FILE, SUMMARY_FILE, Manifest,
@@ -53,93 +55,6 @@ class NonFiniteVectorError(RuntimeError):
     pass
 
 
-@dataclass
-class EmbedResult:
-    """What an embed run did. ``ok`` is False when any input record was rejected."""
-
-    out: Path
-    documents: int = 0
-    chunks: int = 0
-    tokens: int = 0
-    partitions: int = 0
-    partitions_encoded: int = 0
-    partitions_skipped: int = 0
-    partitions_resent: int = 0  # sent again because the worker holding them died
-    rejected: int = 0
-    truncated_documents: int = 0
-    truncated_tokens: int = 0
-    reencoded_fp32: list[str] = field(default_factory=list)
-    wall_seconds: float = 0.0
-    startup_seconds: float = 0.0  # job start to every worker holding its encoder
-    encode_wall_seconds: float = 0.0  # first partition sent to last one landed
-    forward_seconds: float = 0.0  # summed over workers
-    padding_waste: float = 0.0  # fraction of the tokens fed to the model that were padding
-    cluster: dict[str, Any] = field(default_factory=dict)
-    encoder: dict[str, Any] = field(default_factory=dict)  # as the first worker reported it
-
-    @property
-    def ok(self) -> bool:
-        return self.rejected == 0
-
-    @property
-    def chunks_per_second(self) -> float:
-        return self.chunks / self.wall_seconds if self.wall_seconds else 0.0
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.tokens / self.wall_seconds if self.wall_seconds else 0.0
-
-    @property
-    def encoder_busy(self) -> float:
-        """Fraction of the encode phase's wall time that the workers spent in forward passes."""
-        workers = max(1, int(self.cluster.get("workers", 1)))
-        return self.forward_seconds / (workers * self.encode_wall_seconds) if self.encode_wall_seconds else 0.0
-
-    @property
-    def rejects_path(self) -> Path:
-        return self.out / REJECTS_FILE
-
-    def to_json(self) -> dict[str, Any]:
-        d = to_jsonable(dataclasses.asdict(self))
-        d.update(chunks_per_second=self.chunks_per_second, tokens_per_second=self.tokens_per_second,
-                 encoder_busy=self.encoder_busy, ok=self.ok, rejects_path=str(self.rejects_path))
-        return d
-
-    def summary(self) -> str:
-        lines = [
-            f"documents   {self.documents:,}",
-            f"chunks      {self.chunks:,}",
-            f"tokens      {self.tokens:,}",
-            f"partitions  {self.partitions:,} ({self.partitions_encoded:,} encoded, "
-            f"{self.partitions_skipped:,} already in the store and skipped"
-            + (f", {self.partitions_resent:,} re-sent after a worker died" if self.partitions_resent else "")
-            + ")",
-            f"rejected    {self.rejected:,}" + (f"  -> {self.rejects_path}" if self.rejected else ""),
-        ]
-        if self.truncated_documents:
-            lines.append(f"truncated   {self.truncated_documents:,} documents lost "
-                         f"{self.truncated_tokens:,} tokens past the model's max length")
-        if self.reencoded_fp32:
-            lines.append(f"re-encoded  {len(self.reencoded_fp32):,} chunks in fp32 "
-                         "(non-finite vectors at the requested dtype)")
-        lines += [
-            f"wall time   {self.wall_seconds:.1f} s (start-up {self.startup_seconds:.1f} s: cluster, "
-            f"model load {self.encoder.get('load_seconds', 0.0):.1f} s)",
-            f"throughput  {self.chunks_per_second:,.1f} chunks/s, {self.tokens_per_second:,.0f} tokens/s",
-            f"encoder     busy {self.encoder_busy:.0%} of the encode phase "
-            f"({self.encode_wall_seconds:.1f} s), padding {self.padding_waste:.1%} of tokens",
-            f"batches     length-sorted, <= {self.encoder.get('batch_size')} chunks"
-            + (f" and <= {self.encoder['max_batch_tokens']:,} padded tokens"
-               if self.encoder.get("max_batch_tokens") else ""),
-            f"workers     {self.cluster.get('workers')} x {self.encoder.get('torch_threads')} torch threads "
-            f"({self.cluster.get('kind')}), {self.encoder.get('device')} {self.encoder.get('dtype')}"
-            + (", compiled" if self.encoder.get("compiled") else ", eager")
-            + (f" (compile failed: {self.encoder['compile_error']})" if self.encoder.get("compile_error") else ""),
-            f"store       {self.out}",
-        ]
-        return "\n".join(lines)
-
-
 def content_sha256(text: str) -> str:
     """The hash a store keeps per document: sha256 of its encoded text (``Document.text``)."""
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
@@ -159,7 +74,7 @@ def store_identity(cfg: EmbedConfig, chunk_tokens: int) -> dict[str, Any]:
         "dim": info.dim,
         "dtype": cfg.encode.dtype.value,
         "chunk_tokens": chunk_tokens,
-        "overlap": cfg.chunk.overlap,
+        "overlap": cfg.chunk.overlap_for(chunk_tokens),
         "truncate": cfg.chunk.truncate,
         "vector_dtype": "float32",
         "metric": "inner_product",
@@ -312,23 +227,30 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     """
     t0 = time.perf_counter()
     chunker = make_chunker(cfg)
-    resolve_format(cfg.corpus)  # fail on a missing path before any cluster starts
+    fmt, path = resolve_format(cfg.corpus)  # fail on a missing path before any cluster starts
     store = Store(cfg.out)
+    fresh = None if store.exists() else cfg.out.is_dir()  # None: resuming; else: did the folder exist
     store.init(store_identity(cfg, chunker.chunk_tokens))
     store.remove_stray_temporaries()
     manifest = store.manifest()
     manifest.complete = False
-    result = EmbedResult(out=cfg.out)
+    result = EmbedResult(out=cfg.out, corpus=str(path), corpus_format=fmt.value)
     stream = ChunkStream(read_corpus(cfg.corpus), chunker, cfg.corpus.block_docs)
 
     partitions = stream.partitions(cfg.partition_tokens)
-    first = next(partitions, None)  # an empty corpus fails here, before any cluster starts
-    if first is None:
+    n_parts, first = skip_current(partitions, store, manifest, result)  # before any cluster starts
+    if first is None and not n_parts:  # an empty corpus fails here, before any cluster starts
         write_rejects(store, stream.rejects)
         raise EmptyCorpusError(
             f"{cfg.corpus.path}: no document could be embedded ({len(stream.rejects)} record(s) "
             f"rejected{'; see ' + str(store.root / REJECTS_FILE) if stream.rejects else ''})")
-    n_parts = encode_partitions(cfg, store, manifest, first, partitions, result, started=t0)
+    try:
+        if first is not None:
+            n_parts += encode_partitions(cfg, store, manifest, first, partitions, result, started=t0)
+    except BaseException:
+        if fresh is not None and not manifest.partitions:  # never leave a half-made store behind
+            discard_new_store(store.root, existed=fresh)
+        raise
 
     store.remove_stray_temporaries()  # left by attempts on workers that died mid-write
     for stale in [k for k in manifest.partitions if k >= n_parts]:
@@ -349,6 +271,31 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     result.wall_seconds = time.perf_counter() - t0
     atomic_write_json(store.root / SUMMARY_FILE, result.to_json())
     return result
+
+
+def skip_current(partitions: Iterator[Partition], store: Store, manifest: Manifest,
+                 result: EmbedResult) -> tuple[int, Partition | None]:
+    """Skip the partitions the store already holds, up to the first one it lacks (returned).
+
+    A re-run that finds every partition in place so never starts a cluster or loads the model.
+    """
+    skipped = 0
+    for part in partitions:
+        current = manifest.partitions.get(part.index)
+        if not store.entry_is_current(current, part.digest):
+            return skipped, part
+        current.tombstones = []  # its files hold exactly this partition: every row is live
+        result.partitions_skipped += 1
+        skipped += 1
+    return skipped, None
+
+
+def discard_new_store(root: Path, existed: bool) -> None:
+    """Remove what a failed first run wrote into ``root`` (empty, or missing, when it began)."""
+    for child in root.iterdir():
+        shutil.rmtree(child) if child.is_dir() else child.unlink()
+    if not existed:
+        root.rmdir()
 
 
 def encode_partitions(cfg: EmbedConfig, store: Store, manifest: Manifest, first: Partition,

@@ -26,14 +26,14 @@ Example:
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-SECONDS_PER_HOUR = 3600.0
-SECONDS_PER_DAY = 86400.0
+from embedlab.units import (SECONDS_PER_DAY, SECONDS_PER_HOUR, human_duration, parse_duration,  # noqa: F401
+                            parse_ints)
+
 HOURS_PER_WEEK = 168.0
 _EPS = 1e-12
 
@@ -310,73 +310,6 @@ def stream_plan(job: Job, growth: float, curve: Curve, stream_batch: int, bulk_b
     )
 
 
-_DURATION_UNITS = {"d": SECONDS_PER_DAY, "h": SECONDS_PER_HOUR, "m": 60.0, "s": 1.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([dhms])")
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``"2h"``, ``"90m"``, ``"3600s"``, ``"1.5d"``, ``"1h30m"`` or a bare number of seconds."""
-    s = text.strip().lower()
-    try:
-        value = float(s)
-    except ValueError:
-        parts = _DURATION_PART.findall(s)
-        if not parts or _DURATION_PART.sub("", s).strip():
-            raise ValueError(f"cannot read duration {text!r}; write e.g. 2h, 90m, 3600s, 1h30m") from None
-        value = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
-    if value < 0:
-        raise ValueError(f"duration must be >= 0; got {text!r}")
-    return value
-
-
-def parse_ints(text: str) -> list[int]:
-    """Comma-separated integers; ``"1,2,4,...,64"`` continues the ratio of the two before ``...``."""
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    out: list[int] = []
-    for i, item in enumerate(items):
-        if item not in ("...", "…"):
-            try:
-                out.append(int(float(item)))
-            except ValueError:
-                raise ValueError(f"not an integer: {item!r} in {text!r}") from None
-            continue
-        if len(out) < 2 or i + 1 >= len(items) or out[-1] % out[-2] or out[-1] // out[-2] < 2:
-            raise ValueError(f"'...' needs two numbers with an integer ratio >= 2 before it "
-                             f"and an end after it: {text!r}")
-        ratio, end = out[-1] // out[-2], int(float(items[i + 1]))
-        while out[-1] * ratio < end:
-            out.append(out[-1] * ratio)
-    return out
-
-
-def human_duration(seconds: float) -> str:
-    """``"45 s"``, ``"12.5 min"``, ``"32.6 h"`` or ``"10.9 d"``."""
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < SECONDS_PER_HOUR:
-        return f"{seconds / 60:.1f} min"
-    if seconds < 2 * SECONDS_PER_DAY:
-        return f"{seconds / SECONDS_PER_HOUR:.1f} h"
-    return f"{seconds / SECONDS_PER_DAY:.1f} d"
-
-
-def _num(x: float) -> str:
-    """Thousands separated, whole above 100 (``2,083``), more digits below (``12.5``, ``0.0417``)."""
-    if abs(x) >= 100:
-        return f"{x:,.0f}"
-    if abs(x) >= 1:
-        return f"{x:.1f}"
-    return f"{x:.3g}"
-
-
-def _rate(x: float) -> str:
-    return f"{x:,.1f}" if x >= 1 else f"{x:.3g}"
-
-
-def _gpus(n: int) -> str:
-    return f"{n} GPU" if n == 1 else f"{n} GPUs"
-
-
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A GitHub markdown table; numbers are right-aligned."""
     rows = [[str(c) for c in r] for r in rows]
@@ -387,53 +320,130 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> s
     return "\n".join([line, rule, *body])
 
 
-def render_sizing(job: Job, s: Sizing, rows: Sequence[FleetRow]) -> str:
-    """The sizing summary and the fleet table as printed by ``embedlab plan``."""
-    head = [
-        f"chunks      {s.chunks:,.0f}  ({job.docs:,.0f} docs x {job.chunks_per_doc:g} chunks/doc)",
-        f"rate        {s.rate:,.1f} chunks/s per GPU",
-        f"GPU-hours   {_num(s.gpu_hours)}  (encoding only)",
-        f"cost        ${_num(s.cost)}  at ${job.price:,.2f} per GPU-hour",
-    ]
-    if job.overhead_s:
-        head.append(f"start-up    {human_duration(job.overhead_s)} per worker, billed")
-    table = markdown_table(
-        ["GPUs", "wall-clock (h)", "wall-clock", "GPU-hours", "cost ($)", "speed-up", "efficiency"],
-        [[f"{r.gpus:,}", f"{r.wall_hours:,.1f}", human_duration(r.wall_hours * SECONDS_PER_HOUR),
-          _num(r.gpu_hours), _num(r.cost), f"{r.speedup:,.1f}", f"{r.efficiency:.2f}"]
-         for r in rows])
-    return "\n".join(head) + ("\n\n" + table if rows else "")
+# -- which rate each section of a plan uses -------------------------------------------------------
 
 
-def render_deadline(p: DeadlinePlan) -> str:
-    """The deadline solution in three lines."""
-    first = f"deadline {human_duration(p.deadline_hours * SECONDS_PER_HOUR)}: {_gpus(p.gpus)}"
-    if p.batch is None:
-        first += f" at {p.rate:,.1f} chunks/s each"
-    else:
-        first += f" at batch {p.batch} (r = {p.rate:,.1f} chunks/s per GPU)"
-    misses = []
-    if p.gpus > 1:
-        misses.append(_gpus(p.gpus - 1) + (f" at the batch cap {p.max_batch}" if p.batch else ""))
-    if p.batch and p.batch > 1:
-        misses.append(f"batch {p.batch - 1} on {_gpus(p.gpus)}")
-    last = "  " + (" or ".join(misses) + " would miss it" if misses else "a single worker meets it")
-    wall = human_duration(p.wall_hours * SECONDS_PER_HOUR)
-    cost = f"  wall-clock {wall}, {_num(p.gpu_hours)} GPU-hours, ${_num(p.cost)}"
-    return f"{first}\n{cost}\n{last}"
+@dataclass(frozen=True, kw_only=True)
+class Rates:
+    """Where a plan's per-worker rates come from, and what one worker is.
+
+    A fixed ``rate`` sizes the fleet table; the curve r(b) sizes it when no rate is given, and
+    always drives the deadline's batch and the streaming plan (they need r at several batches).
+    """
+
+    rate: float | None = None  # chunks/s per worker at the batch that will run (--rate)
+    curve: Curve | None = None
+    curve_source: str = ""  # e.g. "r_max=900, b_half=96" or "bf16 fit of runs/sweep/sweep.json"
+    worker: str = "GPU"  # what one worker is: "GPU", or "CPU worker" for a CPU sweep
+    device: str = ""  # the machine the curve was measured on, when a sweep says
+    measured: tuple[int, int] | None = None  # smallest and largest batch the sweep measured
+    batch: int | None = None  # batch of the sizing table with r(b); None: the cap, else the knee
+    max_batch: int | None = None  # per-worker batch cap (memory): deadline and weekly re-embed
+
+    def __post_init__(self) -> None:
+        if self.rate is None and self.curve is None:
+            raise ValueError("give --rate, or --rmax and --bhalf, or --from-sweep")
+        if self.rate is not None:
+            _check_rate(self.rate)
+        for name in ("batch", "max_batch"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 1; got {getattr(self, name)}")
+
+    def bulk_batch(self) -> int:
+        """Batch of a bulk run with r(b): the cap, else the sizing batch, else the knee."""
+        return self.max_batch or self.batch or self.curve.knee()
 
 
-def render_stream(p: StreamPlan) -> str:
-    """The streaming plan against a weekly re-embed."""
-    cheaper = "streaming" if p.stream_cost_week < p.reembed_cost_week else "weekly re-embed"
-    return "\n".join([
-        (f"streaming at {p.growth:.2%}/day: {p.new_chunks_per_day:,.0f} new chunks/day "
-         f"= {_rate(p.load)} chunks/s steady-state load"),
-        (f"  standing fleet {_gpus(p.standing_gpus)} at batch {p.stream_batch} "
-         f"({p.stream_rate:,.1f} chunks/s each, {p.utilisation:.0%} busy): "
-         f"{_num(p.stream_gpu_hours_week)} GPU-hours, ${_num(p.stream_cost_week)} per week"),
-        (f"  weekly re-embed at batch {p.bulk_batch} ({p.bulk_rate:,.1f} chunks/s): "
-         f"{_num(p.reembed_gpu_hours_week)} GPU-hours, ${_num(p.reembed_cost_week)} per week"),
-        (f"  break-even growth {p.breakeven_growth:.2%}/day (streaming costs more above it); "
-         f"cheaper now: {cheaper}"),
-    ])
+@dataclass(frozen=True, kw_only=True)
+class SectionRate:
+    """The rate one section of a plan uses, and a phrase saying where it comes from."""
+
+    rate: float  # chunks/s per worker
+    batch: int | None  # the batch it holds at; None for a fixed --rate
+    source: str  # "--rate", or "r(2048) with r_max=900, b_half=96"
+
+
+def sizing_rate(rates: Rates) -> SectionRate:
+    """The rate of the sizing table: ``--rate`` when given, else r(b) at the bulk batch."""
+    if rates.rate is not None:
+        return SectionRate(rate=float(rates.rate), batch=None, source="--rate")
+    b = rates.batch or rates.bulk_batch()
+    return SectionRate(rate=float(rates.curve.rate(b)), batch=b, source=f"r({b}) with {rates.curve_source}")
+
+
+def rate_warnings(rates: Rates, batches: Iterable[int]) -> list[str]:
+    """One line per batch outside the measured range, and one when two rates are mixed."""
+    out = []
+    if rates.measured is not None:
+        lo, hi = rates.measured
+        outside = sorted({b for b in batches if b < lo or b > hi})
+        if outside:
+            out.append(f"batch {', '.join(map(str, outside))} outside the batches the sweep measured "
+                       f"({lo}-{hi}): r(b) there is extrapolated from the fit")
+    if rates.rate is not None and rates.curve is not None:
+        out.append(f"the sizing table uses --rate {rates.rate:g}; the deadline and streaming "
+                   f"sections use r(b) ({rates.curve_source})")
+    return out
+
+
+def rates_from_sweep(doc: dict, dtype: str | None, where: str, **options) -> Rates:
+    """:class:`Rates` from a parsed sweep.json: ``dtype``'s fit (default: highest r_max), the
+    device and the measured batches; ``options``: the other :class:`Rates` fields."""
+    fits = doc.get("fits") or {}
+    if not fits:
+        raise ValueError(f"{where}: the sweep has no fit (fewer than two measured batch sizes)")
+    dtype = dtype or max(fits, key=lambda d: fits[d]["r_max"])
+    if dtype not in fits:
+        raise ValueError(f"{where}: no fit for dtype {dtype!r}; it has {', '.join(fits)}")
+    fit = fits[dtype]
+    ok = [int(r["batch"]) for r in doc.get("rows", []) if r.get("dtype") == dtype and r.get("status") == "ok"]
+    machine = doc.get("machine") or {}
+    device = str(machine.get("device", ""))
+    cpu = device == "cpu"
+    name = machine.get("cpu", "") if cpu else machine.get("gpu", "")
+    options.setdefault("max_batch", fit["max_batch"])
+    return Rates(curve=Curve(r_max=fit["r_max"], b_half=fit["b_half"]),
+                 curve_source=f"r_max={fit['r_max']:,.1f}, b_half={fit['b_half']:,.1f} ({dtype} fit of {where})",
+                 worker="CPU worker" if cpu else "GPU", device=f"{name} ({device})" if name else device,
+                 measured=(min(ok), max(ok)) if ok else (1, int(fit["max_batch"])), **options)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """Everything ``embedlab plan`` prints: each section with the rate it used."""
+
+    job: Job
+    rates: Rates
+    sizing: Sizing
+    sizing_rate: SectionRate
+    fleet: list[FleetRow]
+    deadline: DeadlinePlan | None = None
+    deadline_rate: str = ""  # where the deadline's rate comes from
+    stream: StreamPlan | None = None
+    stream_rate: str = ""
+    warnings: list[str]
+
+
+def make_plan(job: Job, rates: Rates, fleet_sizes: Sequence[int], *, deadline_s: float | None = None,
+              growth: float | None = None, stream_batch: int = 32) -> Plan:
+    """Size ``job`` at ``rates``; solve ``deadline_s`` and plan a daily ``growth`` when given."""
+    first, stream, dead, dead_src, stream_src = sizing_rate(rates), None, None, "", ""
+    used = [first.batch] if first.batch else []
+    if growth is not None:
+        if rates.curve is None:
+            raise ValueError("--growth needs r(b): give --rmax and --bhalf, or --from-sweep")
+        stream = stream_plan(job, growth, rates.curve, stream_batch, rates.bulk_batch())
+        stream_src = f"r(b) with {rates.curve_source}"
+        used += [stream.stream_batch, stream.bulk_batch]
+    if deadline_s is not None:
+        if rates.curve is None:
+            dead, dead_src = solve_deadline(job, deadline_s, rates.rate), "--rate"
+        elif rates.max_batch is None:
+            raise ValueError("--deadline with r(b) needs --max-batch (the per-GPU batch cap)")
+        else:
+            dead = solve_deadline(job, deadline_s, rates.curve, rates.max_batch)
+            dead_src = f"r(b) with {rates.curve_source}"
+            used += [dead.batch, dead.max_batch]
+    return Plan(job=job, rates=rates, sizing=sizing(job, first.rate), sizing_rate=first,
+                fleet=fleet_sweep(job, first.rate, fleet_sizes), deadline=dead, deadline_rate=dead_src,
+                stream=stream, stream_rate=stream_src, warnings=rate_warnings(rates, used))

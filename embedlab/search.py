@@ -10,7 +10,7 @@ come back from a search.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -114,15 +114,23 @@ class Searcher:
         I = np.concatenate([i for _, i in parts], axis=1)
         return merge_topk(D, I, k)
 
-    def search(self, queries: list[str], k: int = 10) -> list[list[Hit]]:
-        """Top-``k`` chunks per query."""
+    def search(self, queries: list[str], k: int = 10, *, text: bool = True) -> list[list[Hit]]:
+        """Top-``k`` chunks per query, each with its stored text (``text=False``: without)."""
         D, I = self.search_vectors(self.encode_queries(queries), k)
-        return [[self._hit(r + 1, d, i) for r, (d, i) in enumerate(zip(ds, is_)) if i >= 0]
+        hits = [[self._hit(r + 1, d, i) for r, (d, i) in enumerate(zip(ds, is_)) if i >= 0]
                 for ds, is_ in zip(D, I)]
+        return self.with_text(hits) if text else hits
 
-    def search_documents(self, queries: list[str], k: int = 10) -> list[list[Hit]]:
-        """Top-``k`` documents per query; a document scores its best chunk (``Hit.chunk_id``)."""
-        return self.search_documents_by_vector(self.encode_queries(queries), k)
+    def search_documents(self, queries: list[str], k: int = 10, *, text: bool = False) -> list[list[Hit]]:
+        """Top-``k`` documents per query; a document scores its best chunk (``Hit.chunk_id``, and
+        with ``text=True`` that chunk's text)."""
+        hits = self.search_documents_by_vector(self.encode_queries(queries), k)
+        return self.with_text(hits) if text else hits
+
+    def with_text(self, hits: list[list[Hit]]) -> list[list[Hit]]:
+        """``hits`` with each chunk's stored text filled in."""
+        texts = self.texts([h.chunk_id for hs in hits for h in hs])
+        return [[replace(h, text=texts.get(h.chunk_id)) for h in hs] for hs in hits]
 
     def search_documents_by_vector(self, xq: np.ndarray, k: int) -> list[list[Hit]]:
         k = min(k, self.n_docs)

@@ -204,8 +204,9 @@ class Store:
 
     def meta(self) -> dict[str, Any]:
         if not self.exists():
-            raise StoreError(f"{self.root} is not an embedlab store (no {STORE_FILE}); "
-                             f"run `embedlab embed CORPUS --out {self.root}` first")
+            raise StoreError(f"no store at {self.root}: it is not an embedlab store ("
+                             f"{'no ' + STORE_FILE if self.root.is_dir() else 'no such folder'}); "
+                             f"make one with `embedlab embed CORPUS --out {self.root}`")
         return read_json(self.meta_path)
 
     def init(self, meta: dict[str, Any]) -> None:
@@ -438,6 +439,7 @@ class Store:
 
     def require_verified(self) -> None:
         """Raise unless the store verifies (readers call this before trusting a store)."""
+        self.meta()  # a folder that holds no store is said to be none, not to be damaged
         problems = self.verify(deep=False)
         if problems:
             shown = "\n  ".join(problems[:10])

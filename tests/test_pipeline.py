@@ -142,7 +142,7 @@ def test_cli_help_explains_every_option():
 
 
 def test_default_command_embeds_the_shipped_corpus_without_network(tmp_path, monkeypatch):
-    from embedlab.cli import SAMPLE_CORPUS
+    from embedlab.config import SAMPLE_CORPUS
 
     result = embedlab.embed(SAMPLE_CORPUS, tmp_path / "sample", progress=False)
     assert result.ok and result.documents == 20 and result.chunks == 20

@@ -8,8 +8,9 @@ import sys
 import numpy as np
 import pytest
 
+from embedlab.plan_render import render_deadline, render_sizing
 from embedlab.planner import (Curve, Job, fleet, fleet_sweep, gpus_for_deadline, parse_duration, parse_ints,
-                              r_of_b, render_deadline, render_sizing, sizing, solve_deadline, stream_plan)
+                              r_of_b, sizing, solve_deadline, stream_plan)
 
 REF = Job(docs=1e9, chunks_per_doc=6, price=1.10)
 CURVE = Curve(r_max=900, b_half=96)

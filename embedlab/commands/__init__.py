@@ -1,1 +1,1 @@
-"""Extra CLI subcommands; each module defines register(app) and embedlab.cli wires it in."""
+"""The subcommands of the ``embedlab`` command, one module per stage; embedlab.cli lists them."""

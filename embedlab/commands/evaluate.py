@@ -8,14 +8,28 @@ from typing import Annotated, Optional
 
 import typer
 
+from embedlab.errors import reported, usage
+
+
+def require_beir_folder(data: Path, option: str = "--data") -> None:
+    """Raise ``ValueError`` unless ``data`` is a folder (BEIR: corpus, queries.jsonl, qrels/)."""
+    if data.is_dir():
+        return
+    hint = f"; did you mean {data.parent}?" if data.is_file() and (data.parent / "qrels").is_dir() else ""
+    what = "is a file" if data.is_file() else "does not exist"
+    raise ValueError(f"{option} must be a BEIR folder (corpus.jsonl[.gz], queries.jsonl, "
+                     f"qrels/<split>.tsv); {data} {what}{hint}")
+
 
 def eval_(
     out: Annotated[Path, typer.Argument(help="Store folder written by `embedlab embed`.")],
-    data: Annotated[Path, typer.Option(help="BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv.")],
+    data: Annotated[Path, typer.Option(
+        metavar="DIR", help="BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv.")],
     split: Annotated[str, typer.Option(help="Qrels split; its queries are those the qrels name.")] = "test",
-    k: Annotated[int, typer.Option("--k", help="Documents retrieved per query.")] = 100,
+    k: Annotated[int, typer.Option("--k", min=1, help="Documents retrieved per query.")] = 100,
     query_prefix: Annotated[Optional[str], typer.Option(
-        help="Text put before each query. Default: the model's own query prompt ('' for all-MiniLM-L6-v2).")] = None,
+        help="Text put before each query. Default: the model's own query prompt ('' for all-MiniLM-L6-v2).")
+    ] = None,
     keep_identical_ids: Annotated[bool, typer.Option(
         "--keep-identical-ids", help="Keep a retrieved document whose id equals the query id "
                                      "(BEIR drops it by default).")] = False,
@@ -25,21 +39,11 @@ def eval_(
 
     Writes OUT/_eval/<dataset>-<split>.json (metrics, config, model, store checksum) and a TREC run file.
     """
-    from embedlab.beir import BeirError
-    from embedlab.cli import fail
     from embedlab.evaluate import evaluate
-    from embedlab.store import StoreError
 
-    try:
+    with usage():
+        require_beir_folder(data)
+    with reported():
         result = evaluate(out, data, split=split, k=k, query_prefix=query_prefix,
                           ignore_identical_ids=not keep_identical_ids)
-    except (StoreError, BeirError, FileNotFoundError) as e:
-        raise fail(str(e)) from None
-    if as_json:
-        typer.echo(json.dumps(result.to_json(), indent=2))
-    else:
-        typer.echo(result.table())
-
-
-def register(app: typer.Typer) -> None:
-    app.command("eval")(eval_)
+    typer.echo(json.dumps(result.to_json(), indent=2) if as_json else result.table())

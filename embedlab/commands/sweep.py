@@ -7,15 +7,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from embedlab.config import DEFAULT_MODEL
+from embedlab.config import EncodeConfig, default_corpus
+from embedlab.errors import reported, usage
+from embedlab.experiments.sweeps import SweepConfig
 
-EXIT_FAILED, EXIT_USAGE = 1, 2
 CPU_BATCHES, GPU_BATCHES = "1,2,4,...,128", "1,2,4,...,2048"
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"embedlab: error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def sweep(
@@ -28,36 +24,40 @@ def sweep(
     data: Annotated[Optional[Path], typer.Option(
         help="Corpus to chunk. Default: ../shared/data/scifact/corpus.jsonl.gz when present, "
              "else the small bundled corpus.")] = None,
-    docs: Annotated[int, typer.Option(help="Documents read and chunked.")] = 200,
-    chunks: Annotated[int, typer.Option(help="Chunks sampled from them (seeded): one pass encodes them all.")]
-    = 256,
+    docs: Annotated[int, typer.Option(min=1, help="Documents read and chunked.")] = SweepConfig.docs,
+    chunks: Annotated[int, typer.Option(
+        min=1, help="Chunks sampled from them (seeded): one pass encodes them all.")] = SweepConfig.chunks,
     chunk_tokens: Annotated[Optional[int], typer.Option(
-        help="Tokens per chunk, special tokens included. Default: the model's max sequence length.")] = None,
-    overlap: Annotated[int, typer.Option(help="Tokens shared by consecutive chunks of a document.")] = 32,
-    repeats: Annotated[int, typer.Option(help="Timed passes per point; the median is reported.")] = 3,
-    warmup: Annotated[int, typer.Option(help="Untimed passes before each point's timed passes.")] = 1,
+        min=8, help="Tokens per chunk, special tokens included. Default: the model's max sequence length.")
+    ] = SweepConfig.chunk_tokens,
+    overlap: Annotated[Optional[int], typer.Option(
+        min=0, help="Tokens shared by consecutive chunks of a document. Default: an eighth of the chunk.")
+    ] = SweepConfig.overlap,
+    repeats: Annotated[int, typer.Option(
+        min=1, help="Timed passes per point; the median is reported.")] = SweepConfig.repeats,
+    warmup: Annotated[int, typer.Option(
+        min=0, help="Untimed passes before each point's timed passes.")] = SweepConfig.warmup,
     model: Annotated[str, typer.Option(
-        help="Local model folder or hub name (from the local hub cache when offline).")] = DEFAULT_MODEL,
-    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda[:N].")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(help="Torch threads on CPU. Default: torch's.")] = None,
+        metavar="NAME_OR_PATH",
+        help="Local model folder or hub name (from the local hub cache when offline).")] = EncodeConfig.model,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda[:N].")] = EncodeConfig.device,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Torch threads on CPU. Default: torch's.")] = None,
     compile: Annotated[Optional[bool], typer.Option(
-        "--compile/--no-compile", help="torch.compile the encoder. Default: off.")]
-    = None,
-    seed: Annotated[int, typer.Option(help="Seed of the chunk sample and pass order.")] = 0,
+        "--compile/--no-compile", help="torch.compile the encoder. Default: off.")] = EncodeConfig.compile,
+    seed: Annotated[int, typer.Option(help="Seed of the chunk sample and pass order.")] = SweepConfig.seed,
     out: Annotated[Path, typer.Option(
         help="Folder for sweep.csv (tidy rows), sweep.json (fits, read by `plan --from-sweep`), sweep.png.")]
     = Path("runs/sweep"),
 ) -> None:
-    """Measure encoder throughput per batch size and precision on real chunks, fit
-    r(b) = r_max b / (b + b_half) per precision, and report the knee (90% of r_max)."""
-    from embedlab.cli import default_corpus
-    from embedlab.config import EncodeConfig
-    from embedlab.corpus import CorpusError
-    from embedlab.encoder import ModelNotFoundError, pick_device
-    from embedlab.experiments.sweeps import SweepConfig, describe_machine, run_sweep
+    """Measure encoder throughput per batch size and precision on real chunks.
+
+    Fits r(b) = r_max b / (b + b_half) per precision and reports the knee (90% of r_max).
+    """
+    from embedlab.encoder import pick_device
+    from embedlab.experiments.sweeps import describe_machine, run_sweep
     from embedlab.planner import parse_ints
 
-    try:
+    with usage():
         encode = EncodeConfig(model=model, device=device, torch_threads=threads, compile=compile)
         default = GPU_BATCHES if pick_device(device).startswith("cuda") else CPU_BATCHES
         cfg = SweepConfig(corpus=data or default_corpus(), docs=docs, chunks=chunks,
@@ -65,12 +65,8 @@ def sweep(
                           batch_sizes=tuple(parse_ints(batch_sizes or default)),
                           dtypes=tuple(d.strip() for d in dtypes.split(",") if d.strip()),
                           warmup=warmup, repeats=repeats, seed=seed, encode=encode)
-    except ValueError as e:
-        raise _fail(str(e), EXIT_USAGE) from None
-    try:
+    with reported():
         result = run_sweep(cfg, progress=_progress)
-    except (CorpusError, ModelNotFoundError, ValueError) as e:
-        raise _fail(str(e), EXIT_FAILED) from None
     paths = result.save(out)
     typer.echo(describe_machine(result.machine))
     typer.echo(result.table())
@@ -87,6 +83,3 @@ def _progress(row: dict) -> None:
         batch = f" b={row['batch']}" if row["batch"] else ""
         typer.echo(f"{row['dtype']}{batch}: {row['status']}: {row['note']}", err=True)
 
-
-def register(app: typer.Typer) -> None:
-    app.command()(sweep)

@@ -8,6 +8,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from embedlab.errors import EXIT_REJECTS, reported, usage
+from embedlab.streaming import StreamConfig
+
 
 def update(
     source: Annotated[Path, typer.Argument(
@@ -20,13 +23,13 @@ def update(
         "--compact",
         help="Also rewrite partitions without their tombstoned rows, in the same commit.")] = False,
     batch_size: Annotated[Optional[int], typer.Option(
-        help="Chunks per forward pass. Default: the store's.")] = None,
+        min=1, help="Chunks per forward pass. Default: the store's.")] = None,
     device: Annotated[Optional[str], typer.Option(
         help="auto, cpu or cuda[:N]. Default: the store's.")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Workers of the in-process cluster.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="Torch threads per CPU worker.")] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help="Workers of the in-process cluster.")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="Torch threads per CPU worker.")] = None,
     scheduler: Annotated[Optional[str], typer.Option(
-        help="Address of a running Dask scheduler (tcp://HOST:PORT).")] = None,
+        metavar="ADDR", help="Address of a running Dask scheduler (tcp://HOST:PORT).")] = None,
     corpus_format: Annotated[Optional[str], typer.Option(
         "--format", help="auto, beir, jsonl, parquet or txt. Default: as the store's embed read.")] = None,
     id_field: Annotated[Optional[str], typer.Option(help="Field holding the document id.")] = None,
@@ -42,25 +45,18 @@ def update(
     are chunked and encoded on the same Dask cluster choices as `embed`, and a crash leaves the store
     as it was (run the same command again to finish; staged partitions are reused).
     """
-    from embedlab.cli import EXIT_INTERRUPTED, EXIT_REJECTS, fail
     from embedlab.config import ClusterConfig
-    from embedlab.corpus import CorpusError
-    from embedlab.encoder import ModelNotFoundError
     from embedlab.incremental import UpdateConfig
     from embedlab.incremental import update as run
-    from embedlab.store import StoreError
 
-    try:
+    with usage():
         cfg = UpdateConfig(source=source, out=out, feed=feed, compact=compact, corpus_format=corpus_format,
                            id_field=id_field, text_field=text_field, title_field=title_field,
                            batch_size=batch_size, device=device, progress=progress,
                            cluster=ClusterConfig(scheduler=scheduler, workers=workers, threads=threads))
+    with reported(f"interrupted; {out} is as it was before this update. "
+                  "Run the same command again to finish it."):
         result = run(cfg)
-    except KeyboardInterrupt:
-        raise fail(f"interrupted; {out} is as it was before this update. "
-                   "Run the same command again to finish it.", EXIT_INTERRUPTED) from None
-    except (CorpusError, StoreError, ModelNotFoundError, ValueError) as e:
-        raise fail(str(e)) from None
     typer.echo(json.dumps(result.to_json(), indent=2) if as_json else result.summary())
     if not result.ok:
         typer.echo(f"embedlab: {result.rejected} input record(s) rejected; see {out / '_rejects.jsonl'}",
@@ -73,14 +69,10 @@ def compact(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Rewrite every partition that holds tombstoned rows without them (one atomic commit)."""
-    from embedlab.cli import fail
     from embedlab.incremental import compact as run
-    from embedlab.store import StoreError
 
-    try:
+    with reported():
         result = run(out)
-    except StoreError as e:
-        raise fail(str(e)) from None
     typer.echo(json.dumps(result.to_json(), indent=2) if as_json else result.summary())
 
 
@@ -89,21 +81,24 @@ def stream(
         help="A folder whose *.jsonl files are embedded as they appear and grow, or one JSONL "
              "change feed read as it grows (records may carry op upsert / delete).")],
     out: Annotated[Path, typer.Option(help="Store folder (created when missing).")],
-    max_batch: Annotated[int, typer.Option(help="Most records in one micro-batch.")] = 32,
+    max_batch: Annotated[int, typer.Option(min=1, help="Most records in one micro-batch.")
+                         ] = StreamConfig.max_batch,
     max_delay_ms: Annotated[float, typer.Option(
-        help="Longest a record waits for its micro-batch to fill, in ms.")] = 200.0,
-    max_docs: Annotated[Optional[int], typer.Option(help="Stop after this many records.")] = None,
+        min=0, help="Longest a record waits for its micro-batch to fill, in ms.")] = StreamConfig.max_delay_ms,
+    max_docs: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many records.")] = None,
     idle_exit_s: Annotated[Optional[float], typer.Option(
-        help="Stop after this many seconds with nothing new.")] = None,
+        min=0, help="Stop after this many seconds with nothing new.")] = None,
     model: Annotated[Optional[str], typer.Option(
         help="Model of a new store. Default: the store's own, or all-MiniLM-L6-v2.")] = None,
-    chunk_tokens: Annotated[Optional[int], typer.Option(help="Tokens per chunk of a new store.")] = None,
-    overlap: Annotated[Optional[int], typer.Option(help="Chunk overlap of a new store (default 32).")] = None,
+    chunk_tokens: Annotated[Optional[int], typer.Option(min=8, help="Tokens per chunk of a new store.")] = None,
+    overlap: Annotated[Optional[int], typer.Option(
+        min=0, help="Chunk overlap of a new store. Default: an eighth of the chunk.")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="fp32, fp16 or bf16 for a new store.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda[:N].")] = None,
-    id_field: Annotated[str, typer.Option(help="Field holding the document id.")] = "_id",
-    text_field: Annotated[str, typer.Option(help="Field holding the text.")] = "text",
-    title_field: Annotated[str, typer.Option(help="Field joined before the text; '' for none.")] = "title",
+    id_field: Annotated[str, typer.Option(help="Field holding the document id.")] = StreamConfig.id_field,
+    text_field: Annotated[str, typer.Option(help="Field holding the text.")] = StreamConfig.text_field,
+    title_field: Annotated[str, typer.Option(help="Field joined before the text; '' for none.")
+                           ] = StreamConfig.title_field,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Embed arriving documents in micro-batches; report arrival-to-searchable latency and throughput.
@@ -111,32 +106,20 @@ def stream(
     Stops after --max-docs records or --idle-exit-s of silence (or Ctrl-C); each batch is committed
     as it lands, so an interrupted stream keeps every batch it finished.
     """
-    from embedlab.cli import EXIT_INTERRUPTED, EXIT_REJECTS, fail
     from embedlab.config import ChunkConfig
-    from embedlab.encoder import ModelNotFoundError
-    from embedlab.store import StoreError
-    from embedlab.streaming import StreamConfig
     from embedlab.streaming import stream as run
 
-    try:
-        chunk = (ChunkConfig(chunk_tokens=chunk_tokens, overlap=32 if overlap is None else overlap)
+    with usage():
+        chunk = (ChunkConfig(chunk_tokens=chunk_tokens, overlap=overlap)
                  if chunk_tokens is not None or overlap is not None else None)
         cfg = StreamConfig(watch=watch, out=out, max_batch=max_batch, max_delay_ms=max_delay_ms,
                            max_docs=max_docs, idle_exit_s=idle_exit_s, model=model, chunk=chunk,
                            dtype=dtype, device=device, id_field=id_field, text_field=text_field,
                            title_field=title_field or None)
+    with reported(f"interrupted; every committed batch is in {out}."):
         result = run(cfg)
-    except KeyboardInterrupt:
-        raise fail(f"interrupted; every committed batch is in {out}.", EXIT_INTERRUPTED) from None
-    except (StoreError, ModelNotFoundError, FileNotFoundError, ValueError) as e:
-        raise fail(str(e)) from None
     typer.echo(json.dumps(result.to_json(), indent=2) if as_json else result.summary())
     if result.rejected:
         typer.echo(f"embedlab: {result.rejected} record(s) rejected; see {out / '_rejects.jsonl'}", err=True)
         raise typer.Exit(EXIT_REJECTS)
 
-
-def register(app: typer.Typer) -> None:
-    app.command()(update)
-    app.command()(compact)
-    app.command()(stream)

@@ -55,7 +55,7 @@ class SweepConfig:
     docs: int = 200  # documents read and chunked
     chunks: int = 256  # chunks sampled from them (seeded): the pool one pass encodes
     chunk_tokens: int | None = None  # tokens per chunk incl. special tokens; None: model max length
-    overlap: int = 32  # tokens shared by consecutive chunks of a document
+    overlap: int | None = None  # shared by consecutive chunks; None: an eighth of the window
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)  # swept in ascending order
     dtypes: tuple[str, ...] = ("fp32", "bf16")  # one the device cannot run is skipped with a reason
     warmup: int = 1  # untimed passes before the timed ones at each point

@@ -1,0 +1,104 @@
+"""`embedlab embed`: the options build the frozen configs of embedlab.config, whose defaults they show."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from embedlab.config import (ChunkConfig, ClusterConfig, CorpusConfig, EmbedConfig, EncodeConfig,
+                             default_corpus)
+from embedlab.errors import EXIT_REJECTS, reported, usage
+
+
+def default_out(corpus: Path) -> Path:
+    """``runs/<corpus name>``: ``runs/scifact`` for ``.../scifact/corpus.jsonl.gz``."""
+    stem = corpus.name.split(".")[0] if corpus.is_file() else corpus.name
+    return Path("runs") / (corpus.parent.name if stem == "corpus" else stem)
+
+
+def embed(
+    corpus: Annotated[Optional[Path], typer.Argument(
+        help="BEIR corpus.jsonl[.gz], JSONL, Parquet, a folder of .txt files, or a BEIR folder. "
+             "Default: ../shared/data/scifact/corpus.jsonl.gz when present, else a small bundled "
+             "corpus (the summary names the one it read).", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        metavar="DIR", help="Store folder to write (created; re-running resumes). "
+                            "Default: runs/<corpus name>.")] = None,
+    model: Annotated[str, typer.Option(
+        metavar="NAME_OR_PATH",
+        help="Local model folder or hub name (from the local hub cache when offline).")] = EncodeConfig.model,
+    batch_size: Annotated[int, typer.Option(
+        min=1, help="Most chunks per forward pass (batches are length-sorted).")] = EncodeConfig.batch_size,
+    max_batch_tokens: Annotated[Optional[int], typer.Option(
+        min=0, help="Padded-token budget per batch: short chunks come in larger batches (up to "
+                    "--batch-size), long ones in smaller. Default: 2048 on CPU (measured fastest), "
+                    "none on CUDA; 0: none, every batch has --batch-size chunks.")] = None,
+    dtype: Annotated[str, typer.Option(
+        metavar="DTYPE", help="Encoder precision: fp32, fp16, bf16, or int8 (CPU only, lossy: see README).")
+    ] = EncodeConfig.dtype.value,
+    device: Annotated[str, typer.Option(
+        metavar="DEVICE", help="auto (CUDA when present), cpu or cuda[:N].")] = EncodeConfig.device,
+    workers: Annotated[Optional[int], typer.Option(
+        min=1, help="Workers of the in-process cluster. Default: one per GPU, else 1 on CPU.")] = None,
+    threads: Annotated[Optional[int], typer.Option(
+        min=1, help="Torch threads per CPU worker. Default: cores / workers.")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(
+        metavar="ADDR", help="Address of a running Dask scheduler (tcp://HOST:PORT) to use instead "
+                             "of an in-process cluster.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Embed only the first N good documents.")] = None,
+    chunk_tokens: Annotated[Optional[int], typer.Option(
+        min=8, help="Tokens per chunk, special tokens included. "
+                    "Default: the model's max sequence length.")] = None,
+    overlap: Annotated[Optional[int], typer.Option(
+        min=0, help="Tokens shared by consecutive chunks of a document; less than half of "
+                    "--chunk-tokens. Default: an eighth of the chunk (32 of 256).")] = None,
+    truncate: Annotated[bool, typer.Option(
+        "--truncate", help="One chunk per document, cut at the max length (as MTEB and BEIR evaluate).")
+    ] = ChunkConfig.truncate,
+    corpus_format: Annotated[str, typer.Option(
+        "--format", metavar="FORMAT", help="auto, beir, jsonl, parquet or txt.")] = CorpusConfig.format.value,
+    id_field: Annotated[str, typer.Option(help="JSONL/Parquet field holding the document id.")
+                        ] = CorpusConfig.id_field,
+    text_field: Annotated[str, typer.Option(help="JSONL/Parquet field holding the text.")
+                          ] = CorpusConfig.text_field,
+    title_field: Annotated[str, typer.Option(
+        help="Field joined before the text when present; '' for none.")] = CorpusConfig.title_field,
+    partition_tokens: Annotated[int, typer.Option(
+        min=1, help="Token budget of one partition (one task, one Parquet file, one FAISS shard).")
+    ] = EmbedConfig.partition_tokens,
+    trust_remote_code: Annotated[bool, typer.Option(
+        "--trust-remote-code", help="Allow a model repository to run its own code (off by default).")
+    ] = EncodeConfig.trust_remote_code,
+    compile_model: Annotated[Optional[bool], typer.Option(
+        "--compile/--no-compile", help="torch.compile the encoder (about 1.05x on CPU for a one-off "
+        "compile of 8-25 s, cached on disk): worth it for long jobs. Default: off.")] = EncodeConfig.compile,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = EmbedConfig.progress,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Embed a corpus: chunk it, encode every chunk on a Dask cluster, write Parquet and FAISS shards."""
+    from embedlab.pipeline import embed as run
+
+    corpus = corpus or default_corpus()
+    out = out or default_out(corpus)
+    with usage():
+        cfg = EmbedConfig(
+            corpus=CorpusConfig(path=corpus, format=corpus_format, id_field=id_field, text_field=text_field,
+                                title_field=title_field or None, limit=limit),
+            out=out,
+            chunk=ChunkConfig(chunk_tokens=chunk_tokens, overlap=overlap, truncate=truncate),
+            encode=EncodeConfig(model=model, dtype=dtype, batch_size=batch_size,
+                                max_batch_tokens=max_batch_tokens, device=device, compile=compile_model,
+                                trust_remote_code=trust_remote_code),
+            cluster=ClusterConfig(scheduler=scheduler, workers=workers, threads=threads),
+            partition_tokens=partition_tokens, progress=progress)
+    with reported(f"interrupted; finished partitions are kept in {out}. "
+                  "Run the same command again to resume."):
+        result = run(cfg)
+    typer.echo(json.dumps(result.to_json(), indent=2) if as_json else result.summary())
+    if not result.ok:
+        typer.echo(f"embedlab: {result.rejected} input record(s) rejected; see {result.rejects_path}",
+                   err=True)
+        raise typer.Exit(EXIT_REJECTS)
