@@ -403,7 +403,7 @@ def rates_from_sweep(doc: dict, dtype: str | None, where: str, **options) -> Rat
     name = machine.get("cpu", "") if cpu else machine.get("gpu", "")
     options.setdefault("max_batch", fit["max_batch"])
     return Rates(curve=Curve(r_max=fit["r_max"], b_half=fit["b_half"]),
-                 curve_source=f"r_max={fit['r_max']:,.1f}, b_half={fit['b_half']:,.1f} ({dtype} fit of {where})",
+                 curve_source=f"r_max={fit['r_max']:,.1f}, b_half={fit['b_half']:,.1f} ({dtype}, fit in {where})",
                  worker="CPU worker" if cpu else "GPU", device=f"{name} ({device})" if name else device,
                  measured=(min(ok), max(ok)) if ok else (1, int(fit["max_batch"])), **options)
 
