@@ -35,6 +35,7 @@ from embedlab.units import (SECONDS_PER_DAY, SECONDS_PER_HOUR, human_duration, p
                             parse_ints)
 
 HOURS_PER_WEEK = 168.0
+STREAM_BATCH = 32  # batch of a standing streaming fleet: small, for latency
 _EPS = 1e-12
 
 
@@ -425,7 +426,7 @@ class Plan:
 
 
 def make_plan(job: Job, rates: Rates, fleet_sizes: Sequence[int], *, deadline_s: float | None = None,
-              growth: float | None = None, stream_batch: int = 32) -> Plan:
+              growth: float | None = None, stream_batch: int = STREAM_BATCH) -> Plan:
     """Size ``job`` at ``rates``; solve ``deadline_s`` and plan a daily ``growth`` when given."""
     first, stream, dead, dead_src, stream_src = sizing_rate(rates), None, None, "", ""
     used = [first.batch] if first.batch else []

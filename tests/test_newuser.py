@@ -94,11 +94,12 @@ def test_search_results_carry_their_text(made):
     (["embed", "x.jsonl", "--limit", "0"], 2, "Usage: embedlab embed"),
     (["embed", "x.jsonl", "--overlap", "40", "--chunk-tokens", "64"], 2, "embedlab: error: overlap (40)"),
     (["search", "/nope", "q"], 1, "embedlab: error: no store at /nope"),
-    (["eval", "/nope", "--data", "CORPUS_FILE"], 2, "embedlab: error: --data must be a BEIR folder"),
+    (["eval", "STORE", "--data", "CORPUS_FILE"], 2, "embedlab: error: --data must be a BEIR folder"),
 ])
-def test_exit_codes_and_advice(args, code, message, scifact_dir):
+def test_exit_codes_and_advice(args, code, message, scifact_dir, made):
     """Item 3: bad usage exits 2; wrong paths get the right advice, in one line, before anything starts."""
-    args = [str(scifact_dir / "corpus.jsonl.gz") if a == "CORPUS_FILE" else a for a in args]
+    args = [str(scifact_dir / "corpus.jsonl.gz") if a == "CORPUS_FILE" else str(made[1]) if a == "STORE" else a
+            for a in args]
     p = run(*args, timeout=60)
     assert p.returncode == code, p.stderr
     assert first_line(p.stderr).startswith(message) and "Traceback" not in p.stderr

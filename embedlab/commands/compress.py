@@ -67,7 +67,10 @@ def compress(
     and each tier's index.
     """
     from embedlab.experiments.compress import compress as run
+    from embedlab.store import Store
 
+    with reported():
+        Store(out).require_verified()
     if eval_data is not None:
         with usage():
             require_beir_folder(eval_data, "--eval")

@@ -40,7 +40,10 @@ def eval_(
     Writes OUT/_eval/<dataset>-<split>.json (metrics, config, model, store checksum) and a TREC run file.
     """
     from embedlab.evaluate import evaluate
+    from embedlab.store import Store
 
+    with reported():
+        Store(out).require_verified()  # a missing or damaged store is named first, whatever --data is
     with usage():
         require_beir_folder(data)
     with reported():

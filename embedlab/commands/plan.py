@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from embedlab.errors import EXIT_USAGE, fail
-from embedlab.planner import Job
+from embedlab.planner import STREAM_BATCH, Job
 
 
 def plan(
@@ -40,7 +40,8 @@ def plan(
         help="Wall-clock limit (2h, 90m, 3600s): solve the smallest fleet and batch that meet it.")] = None,
     growth: Annotated[Optional[float], typer.Option(
         min=0, help="Corpus growth per day as a fraction (0.005 = 0.5%): add the streaming plan.")] = None,
-    stream_batch: Annotated[int, typer.Option(min=1, help="Batch of the standing streaming fleet.")] = 32,
+    stream_batch: Annotated[int, typer.Option(
+        min=1, help="Batch of the standing streaming fleet.")] = STREAM_BATCH,
     from_sweep: Annotated[Optional[Path], typer.Option(
         help="sweep.json written by `embedlab sweep`: take r_max and b_half from its fit, the worker's "
              "device and the batches it measured.")] = None,
