@@ -34,8 +34,9 @@ from embedlab.config import Dtype, EmbedConfig, EncodeConfig, to_jsonable
 from embedlab.corpus import CorpusError, Document, Record, Reject, read_corpus, resolve_format
 from embedlab.embed_result import EmbedResult
 from embedlab.encoder import cached_encoder, describe_model, fast_tokenizer
+from embedlab.index import ID_SCHEME
 from embedlab.partition import Partition, partition_chunks
-from embedlab.store import (FORMAT_VERSION, ID_SCHEME, REJECTS_FILE, SUMMARY_FILE, Manifest,
+from embedlab.store import (FORMAT_VERSION, REJECTS_FILE, SUMMARY_FILE, Manifest,
                             PartitionEntry, Store, atomic_write_bytes, atomic_write_json)
 
 if TYPE_CHECKING:

@@ -1,40 +1,28 @@
-"""Search a store: encode queries with the store's own model, search every shard, merge exactly.
+"""Search a store: load its live shards, search them exactly, map FAISS ids back to chunks.
 
-Each shard returns its own top-k with exact inner-product scores; the global top-k is the
-top-k of their union (:func:`merge_topk`). Document-level results score a document by its best
-chunk: the top chunks are fetched in growing rounds until they hold ``k`` distinct documents,
-which makes the document ranking exact (any document not seen scores at most the last chunk).
-Rows an update tombstoned are removed from the loaded shards (``remove_ids``), so they never
-come back from a search.
+Queries arrive as vectors (:meth:`Searcher.search_vectors`,
+:meth:`Searcher.search_documents_by_vector`) or as text through a query encoder handed in from
+above: :class:`QueryEncoder`, the store's own model and query prompt, which a ``Searcher`` given
+none makes itself and loads on its first text query. The FAISS work (shards, the exact merge,
+the document-level top-k that scores a document by its best chunk) is :mod:`embedlab.index`.
+Rows an update tombstoned are removed from the loaded shards, so they never come back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from embedlab.config import EncodeConfig
-from embedlab.store import PartitionEntry, Store, drop_tombstoned, faiss_ids
+from embedlab.index import (IdMap, document_topk, faiss_ids, merge_shards, read_shard, search_shards,
+                            serialize_index)
+from embedlab.store import Store, StoreError, atomic_write_bytes
 
 MERGED_INDEX = "_merged/index.faiss"
-
-
-def merge_topk(D: np.ndarray, I: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Global top-k from shard results laid side by side.
-
-    Args:
-        D: ``(nq, s*k)`` float32 scores (higher is better); -inf where a shard had fewer than k.
-        I: ``(nq, s*k)`` int64 ids, -1 where a shard had fewer than k.
-        k: results to keep.
-
-    Returns:
-        ``(D, I)`` of shape ``(nq, k)``, best first; ties are broken by smaller id.
-    """
-    D = np.where(I < 0, -np.inf, D)
-    order = np.lexsort((I, -D), axis=1)[:, :k] if D.size else np.zeros((D.shape[0], 0), np.int64)
-    return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
 
 
 @dataclass(frozen=True)
@@ -63,62 +51,87 @@ def default_query_prefix(model_path: str) -> str:
     return ""
 
 
+class QueryEncoder:
+    """Query texts to ``(n, dim)`` float32 vectors with a store's own model and query prompt.
+
+    The model loads on the first call, so making one costs nothing until a text query comes.
+
+    Args:
+        meta: the store's identity (:meth:`Store.meta`): ``model_path`` and ``dtype``.
+        device: ``auto``, ``cpu`` or ``cuda[:N]``.
+        query_prefix: text put before each query; None: the model's own query prompt.
+    """
+
+    def __init__(self, meta: dict[str, Any], *, device: str = "auto", query_prefix: str | None = None):
+        self.cfg = EncodeConfig(model=meta["model_path"], dtype=meta["dtype"], device=device,
+                                compile=False)  # a few queries: compiling would cost more than it saves
+        self.query_prefix = default_query_prefix(meta["model_path"]) if query_prefix is None else query_prefix
+        self._encoder: Any = None
+
+    def __call__(self, queries: list[str]) -> np.ndarray:
+        if self._encoder is None:
+            from embedlab.encoder import Encoder
+
+            self._encoder = Encoder(self.cfg)
+        return self._encoder.encode_texts([self.query_prefix + q for q in queries])
+
+
 class Searcher:
-    """Searches a verified store; loads the shards and the query encoder once."""
+    """Searches a verified store; loads its shards and the chunk and document ids once.
 
-    def __init__(self, store: Store | Path | str, *, device: str = "auto", merged: bool = False,
-                 query_prefix: str | None = None):
-        import faiss
-        import pyarrow.parquet as pq
+    Args:
+        store: the store or its folder.
+        encoder: turns query texts into vectors; None: a :class:`QueryEncoder` of the store's own
+            model on ``device`` with ``query_prefix``, loaded on the first text query.
+        merged: search ``OUT/_merged/index.faiss`` (:func:`build_merged_index`), not the shards.
+    """
 
-        from embedlab.encoder import Encoder
-
+    def __init__(self, store: Store | Path | str, *, encoder: Callable[[list[str]], np.ndarray] | None = None,
+                 device: str = "auto", merged: bool = False, query_prefix: str | None = None):
         self.store = store if isinstance(store, Store) else Store(store)
         self.store.require_verified()
         self.meta = self.store.meta()
         manifest = self.store.manifest()
+        entries = [manifest.partitions[i] for i in sorted(manifest.partitions)]
         if merged:
             path = self.store.root / MERGED_INDEX
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: no merged index; run `embedlab merge {self.store.root}`")
-            self.shards = [faiss.read_index(str(path))]
+            self.shards = [read_shard(path)]
         else:
-            self.shards = [_read_live_shard(self.store, manifest.partitions[i])
-                           for i in sorted(manifest.partitions)]
-        ids, chunk_ids, doc_ids = [], [], []
-        for i in sorted(manifest.partitions):
-            e = manifest.partitions[i]
-            t = drop_tombstoned(pq.read_table(self.store.root / e.parquet, columns=["chunk_id", "doc_id"]),
-                                e.tombstones)
-            cids = t.column("chunk_id").to_pylist()
-            chunk_ids += cids
+            self.shards = [read_shard(self.store.root / e.faiss, e.tombstones) for e in entries]
+        chunk_ids: list[str] = []
+        doc_ids: list[str] = []
+        for t in self.store.iter_tables(columns=["chunk_id", "doc_id"]):
+            chunk_ids += t.column("chunk_id").to_pylist()
             doc_ids += t.column("doc_id").to_pylist()
-            ids.append(faiss_ids(cids))
-        self._row_of = {int(x): r for r, x in enumerate(np.concatenate(ids) if ids else [])}
+        ids = faiss_ids(chunk_ids)
+        self.rows = IdMap(ids)
+        self.doc_of = dict(zip(ids.tolist(), doc_ids))
         self.chunk_ids, self.doc_ids = chunk_ids, doc_ids
         self.n_chunks = len(chunk_ids)
         self.n_docs = len(set(doc_ids))
-        self.encoder = Encoder(EncodeConfig(model=self.meta["model_path"], dtype=self.meta["dtype"],
-                                            device=device, compile=False))  # a few queries
-        self.query_prefix = (default_query_prefix(self.meta["model_path"]) if query_prefix is None
-                             else query_prefix)
+        self.encoder = encoder or QueryEncoder(self.meta, device=device, query_prefix=query_prefix)
+
+    @property
+    def query_prefix(self) -> str | None:
+        """The text put before each query, when the encoder says (a :class:`QueryEncoder` does)."""
+        return getattr(self.encoder, "query_prefix", None)
 
     def encode_queries(self, queries: list[str]) -> np.ndarray:
-        return self.encoder.encode_texts([self.query_prefix + q for q in queries])
+        return self.encoder(queries)
 
     def search_vectors(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact global top-``k`` chunk scores and FAISS ids for ``xq`` ``(nq, dim)`` float32."""
-        k = min(k, self.n_chunks)
-        parts = [shard.search(xq, min(k, shard.ntotal)) for shard in self.shards if shard.ntotal]
-        D = np.concatenate([d for d, _ in parts], axis=1)
-        I = np.concatenate([i for _, i in parts], axis=1)
-        return merge_topk(D, I, k)
+        return search_shards(self.shards, xq, min(k, self.n_chunks))
 
     def search(self, queries: list[str], k: int = 10, *, text: bool = True) -> list[list[Hit]]:
         """Top-``k`` chunks per query, each with its stored text (``text=False``: without)."""
         D, I = self.search_vectors(self.encode_queries(queries), k)
-        hits = [[self._hit(r + 1, d, i) for r, (d, i) in enumerate(zip(ds, is_)) if i >= 0]
-                for ds, is_ in zip(D, I)]
+        rows = self.row_of(I)
+        hits = [[Hit(r + 1, float(d), self.chunk_ids[row], self.doc_ids[row])
+                 for r, (d, i, row) in enumerate(zip(ds, is_, rs)) if i >= 0]
+                for ds, is_, rs in zip(D, I, rows)]
         return self.with_text(hits) if text else hits
 
     def search_documents(self, queries: list[str], k: int = 10, *, text: bool = False) -> list[list[Hit]]:
@@ -133,33 +146,25 @@ class Searcher:
         return [[replace(h, text=texts.get(h.chunk_id)) for h in hs] for hs in hits]
 
     def search_documents_by_vector(self, xq: np.ndarray, k: int) -> list[list[Hit]]:
-        k = min(k, self.n_docs)
-        out: list[list[Hit] | None] = [None] * len(xq)
-        todo = np.arange(len(xq))
-        depth = min(self.n_chunks, max(2 * k, k + 16))
-        while todo.size:
-            D, I = self.search_vectors(xq[todo], depth)
-            short = []
-            for q, ds, is_ in zip(todo, D, I):
-                best: dict[str, Hit] = {}
-                for d, i in zip(ds, is_):
-                    if i < 0:
-                        continue
-                    row = self._row_of[int(i)]
-                    doc = self.doc_ids[row]
-                    if doc not in best:
-                        best[doc] = Hit(len(best) + 1, float(d), self.chunk_ids[row], doc)
-                if len(best) >= k or depth >= self.n_chunks:
-                    out[q] = list(best.values())[:k]
-                else:
-                    short.append(q)
-            todo = np.asarray(short, dtype=np.int64)
-            depth = min(self.n_chunks, depth * 2)
-        return out  # type: ignore[return-value]
+        """Top-``k`` documents for ``xq`` ``(nq, dim)`` float32, each scored by its best chunk."""
+        out = []
+        for hs in document_topk(self.search_vectors, xq, k, self.doc_of, self.n_docs):
+            rows = self.row_of(np.array([fid for _, _, fid in hs], dtype=np.int64))
+            out.append([Hit(r + 1, score, self.chunk_ids[row], doc)
+                        for r, ((doc, score, _), row) in enumerate(zip(hs, rows))])
+        return out
 
-    def _hit(self, rank: int, score: float, fid: int) -> Hit:
-        row = self._row_of[int(fid)]
-        return Hit(rank, float(score), self.chunk_ids[row], self.doc_ids[row])
+    def row_of(self, I: np.ndarray) -> np.ndarray:
+        """Row of each FAISS id in ``I`` (-1 stays -1).
+
+        Raises:
+            StoreError: an id is no chunk of the store (a merged index older than an update).
+        """
+        rows = self.rows(I)
+        if ((rows < 0) & (I >= 0)).any():
+            raise StoreError(f"{self.store.root}: the index returned chunks the store does not hold; "
+                             f"rebuild the merged index with `embedlab merge {self.store.root}`")
+        return rows
 
     def texts(self, chunk_ids: list[str]) -> dict[str, str]:
         """The stored text of the given chunks."""
@@ -175,35 +180,13 @@ class Searcher:
         return out
 
 
-def _read_live_shard(store: Store, entry: PartitionEntry):
-    """A partition's FAISS shard without the rows the manifest tombstones."""
-    import faiss
-
-    shard = faiss.read_index(str(store.root / entry.faiss))
-    if entry.tombstones:
-        shard.remove_ids(faiss_ids(entry.tombstones))
-    return shard
-
-
 def build_merged_index(store: Store | Path | str) -> Path:
-    """Join every shard into one index at ``OUT/_merged/index.faiss`` (written atomically)."""
-    import faiss
-
-    from embedlab.store import atomic_write_bytes
-
+    """Join every live shard into one index at ``OUT/_merged/index.faiss`` (written atomically)."""
     store = store if isinstance(store, Store) else Store(store)
     store.require_verified()
     manifest = store.manifest()
-    merged = None
-    for i in sorted(manifest.partitions):
-        shard = _read_live_shard(store, manifest.partitions[i])
-        if merged is None:
-            merged = faiss.IndexIDMap2(faiss.IndexFlatIP(shard.d))
-        if shard.ntotal:
-            inner = faiss.downcast_index(shard)
-            merged.add_with_ids(inner.index.reconstruct_n(0, shard.ntotal),
-                                faiss.vector_to_array(inner.id_map))
+    shards = [read_shard(store.root / e.faiss, e.tombstones)
+              for e in (manifest.partitions[i] for i in sorted(manifest.partitions))]
     path = store.root / MERGED_INDEX
-    atomic_write_bytes(path, faiss.serialize_index(merged).tobytes())
+    atomic_write_bytes(path, serialize_index(merge_shards(shards, int(store.meta()["dim"]))))
     return path
-

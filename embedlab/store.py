@@ -4,7 +4,7 @@ Layout of a store folder ``OUT``::
 
     OUT/part-00000.parquet        chunk_id, doc_id, chunk_index, char_start, char_end,
                                   n_tokens, text, vector (fixed-size list of float32)
-    OUT/_faiss/part-00000.faiss   IndexIDMap2(IndexFlatIP) with ids = faiss_ids(chunk_id)
+    OUT/_faiss/part-00000.faiss   IndexIDMap2(IndexFlatIP) with ids = index.faiss_ids(chunk_id)
     OUT/_embedlab.json            what made the store: model, checksum, dtype, chunking
     OUT/_manifest.json            per partition: rows, tokens, content digest, file sha256s
     OUT/_rejects.jsonl            every bad input record, with file, line and reason
@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from embedlab.index import faiss_ids, read_shard, shard_bytes, shard_ids
+
 STORE_FILE = "_embedlab.json"
 MANIFEST_FILE = "_manifest.json"
 REJECTS_FILE = "_rejects.jsonl"
@@ -48,7 +50,6 @@ LOCK_FILE = "_writer.lock"
 FORMAT_VERSION = 1
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-ID_SCHEME = "blake2b-8(chunk_id) & (2**63 - 1)"
 # Fields of the store identity that every partition must share; a run that differs is refused.
 IDENTITY_FIELDS = ("model_sha256", "dtype", "chunk_tokens", "overlap", "truncate", "pooling",
                    "normalize", "dim", "vector_dtype", "metric", "format_version")
@@ -60,18 +61,6 @@ class StoreError(RuntimeError):
 
 class StoreMismatchError(StoreError):
     pass
-
-
-def faiss_ids(chunk_ids: Sequence[str]) -> np.ndarray:
-    """``(n,)`` int64 FAISS ids: the first 8 bytes of blake2b(chunk_id), sign bit cleared.
-
-    Derived from the id alone, so the same chunk has the same FAISS id in every run and shard.
-    """
-    out = np.empty(len(chunk_ids), dtype=np.int64)
-    for i, cid in enumerate(chunk_ids):
-        d = hashlib.blake2b(cid.encode("utf-8"), digest_size=8).digest()
-        out[i] = int.from_bytes(d, "little") & 0x7FFF_FFFF_FFFF_FFFF
-    return out
 
 
 def part_name(index: int, generation: int = 0) -> str:
@@ -316,7 +305,6 @@ class Store:
     def write_partition(self, index: int, columns: dict[str, Any], vectors: np.ndarray,
                         generation: int = 0) -> tuple[str, str]:
         """Write one partition's Parquet file and FAISS shard atomically; return their sha256s."""
-        import faiss
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -327,11 +315,7 @@ class Store:
         pq.write_table(table, sink, compression="zstd", row_group_size=max(1, min(n, 8192)))
         parquet_bytes = sink.getvalue().to_pybytes()
 
-        index_ = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        if n:
-            chunk_ids = table.column("chunk_id").to_pylist()
-            index_.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), faiss_ids(chunk_ids))
-        faiss_bytes = faiss.serialize_index(index_).tobytes()
+        faiss_bytes = shard_bytes(vectors, faiss_ids(table.column("chunk_id").to_pylist()))
 
         atomic_write_bytes(self.parquet_path(index, generation), parquet_bytes)
         atomic_write_bytes(self.faiss_path(index, generation), faiss_bytes)
@@ -403,7 +387,6 @@ class Store:
         return problems
 
     def _check_partition(self, e: PartitionEntry, live: dict[str, int]) -> list[str]:
-        import faiss
         import pyarrow.parquet as pq
 
         pq_path, fs_path = self.root / e.parquet, self.root / e.faiss
@@ -414,12 +397,12 @@ class Store:
         if table.num_rows != e.rows:
             return [f"{pq_path}: {table.num_rows} rows, manifest says {e.rows}"]
         try:
-            index = faiss.read_index(str(fs_path))
+            index = read_shard(fs_path)
         except Exception as exc:
             return [f"{fs_path}: unreadable FAISS index ({exc})"]
         if index.ntotal != e.rows:
             return [f"{fs_path}: ntotal {index.ntotal}, manifest says {e.rows} rows"]
-        ids = faiss.vector_to_array(faiss.downcast_index(index).id_map) if e.rows else np.zeros(0)
+        ids = shard_ids(index)
         chunk_ids = table.column("chunk_id").to_pylist()
         if not np.array_equal(ids, faiss_ids(chunk_ids)):
             return [f"{fs_path}: FAISS ids do not match the chunk ids of {pq_path.name}"]

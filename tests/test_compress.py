@@ -8,15 +8,10 @@ import numpy as np
 import pytest
 
 from embedlab import ops
-from embedlab.experiments.compress import (
-    CompressConfig,
-    Method,
-    build_tier,
-    compress,
-    document_ranking,
-    pareto_front,
-)
-from embedlab.store import Store, faiss_ids
+from embedlab.experiments.compress import CompressConfig, compress, pareto_front
+from embedlab.index import document_ranking, faiss_ids
+from embedlab.store import Store
+from embedlab.tiers import Method, build_tier
 
 from .conftest import write_jsonl
 

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import embedlab
-from embedlab.store import Store, StoreMismatchError, faiss_ids
+from embedlab.index import faiss_ids
+from embedlab.store import Store, StoreMismatchError
 
 from .conftest import write_jsonl
 

@@ -15,7 +15,8 @@ import embedlab
 from embedlab.beir import BeirError, load_split
 from embedlab.evaluate import evaluate
 from embedlab.metrics import ir_metrics, knn_recall, top_k
-from embedlab.search import Searcher, build_merged_index, merge_topk
+from embedlab.index import faiss_ids, merge_topk
+from embedlab.search import Searcher, build_merged_index
 from embedlab.store import Store, StoreError
 
 EMBEDLAB = [sys.executable, "-m", "embedlab.cli"]
@@ -77,7 +78,6 @@ def test_chunk_search_across_shards_matches_exhaustive_search(subset, encoder):
     xq = s.encode_queries(["aspirin and cancer risk", "stem cells in the bone marrow"])
     D, I = s.search_vectors(xq, 20)
     exact = np.argsort(-(xq @ xb.T), axis=1)[:, :20]
-    from embedlab.store import faiss_ids
     assert np.array_equal(I, faiss_ids(table.column("chunk_id").to_pylist())[exact])
     # documents score their best chunk, and the document ranking is exact
     docs = s.search_documents_by_vector(xq, 10)

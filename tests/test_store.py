@@ -6,7 +6,8 @@ import faiss
 import numpy as np
 import pytest
 
-from embedlab.store import Manifest, PartitionEntry, Store, StoreMismatchError, faiss_ids
+from embedlab.index import faiss_ids
+from embedlab.store import Manifest, PartitionEntry, Store, StoreMismatchError
 
 
 def make_store(tmp_path, n=50, dim=8, seed=0):

@@ -1,74 +1,41 @@
 """Cheaper vectors from an existing store: quality against bytes for each compression tier.
 
-Every tier is built from the store's float32 vectors, without re-encoding, at each truncation
-dimension asked for (Matryoshka: the first ``dim`` components, renormalised). Queries go
-through the same transform as the corpus. Tiers:
-
-- ``float32``: ``IndexFlatIP``, exact.
-- ``float16``: ``IndexScalarQuantizer(QT_fp16)``; float queries against decoded half floats.
-- ``int8``: ``IndexScalarQuantizer(QT_8bit)`` whose per-dimension ranges are ours
-  (:func:`embedlab.ops.calibrate_int8_ranges` on a seeded corpus sample, percentile-clipped by
-  default) and are serialized in the index. Search is asymmetric: the float query meets each
-  document's decoded int8 vector.
-- ``int8-sym``: the sentence-transformers protocol. Documents and queries are both quantized
-  with the same ranges (:func:`embedlab.ops.quantize_int8`) and scored by the inner product
-  of their int8 codes (``IndexScalarQuantizer(QT_8bit_direct_signed)``).
-- ``binary``: sign bits in ``IndexBinaryFlat``, ranked by Hamming distance alone.
-- ``binary+rescore``: the ``k * rescore_multiplier`` nearest Hamming candidates rescored by
-  the float query against the documents' float32 (or dequantized int8) vectors, which stay on
-  disk and are read for the candidates only; the index in memory is the binary one.
-- ``pq``: ``IndexIVFPQ``, ``dim // 8`` bytes per vector by default.
-
-Every index carries the store's FAISS ids (:func:`embedlab.store.faiss_ids` of the chunk ids).
-Quality is measured as ``embedlab eval`` measures it: document level (max over chunks), BEIR's
-identical-id rule, ``pytrec_eval`` metrics. Results go to ``OUT/_compress/``: the tidy table
-(``compress.csv``), the plot (``compress.png``), the config (``config.json``) and each tier's
-index under ``d<dim>/``.
+Every tier (:mod:`embedlab.tiers`: float32, float16, int8, int8-sym, binary, binary+rescore,
+IVF-PQ) is built from the store's float32 vectors, without re-encoding, at each truncation
+dimension asked for; int8 ranges are calibrated on a seeded corpus sample. Quality is measured
+as ``embedlab eval`` measures it: document level (max over chunks,
+:func:`embedlab.index.document_ranking`), BEIR's identical-id rule, ``pytrec_eval`` metrics.
+Results go to ``OUT/_compress/``: the tidy table (``compress.csv``), the plot
+(``compress.png``), the config (``config.json``) and each tier's index under ``d<dim>/``.
 """
 
 from __future__ import annotations
 
 import csv
-import enum
 import io
 import platform
 import shutil
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from embedlab import ops
 from embedlab.beir import load_split
 from embedlab.config import parse_enum, to_jsonable
 from embedlab.hardware import cpu_model
+from embedlab.index import document_ranking, faiss_ids, faiss_threads
 from embedlab.metrics import ir_metrics, knn_recall
-from embedlab.store import Store, atomic_write_bytes, atomic_write_json, faiss_ids
+from embedlab.search import QueryEncoder
+from embedlab.store import Store, atomic_write_bytes, atomic_write_json
+from embedlab.tiers import Method, Rescore, Tier, build_tier, write_tier
 
 COMPRESS_DIR = "_compress"
 QUALITY = "ndcg@10"
 METRICS = ("ndcg@10", "recall@100")
-
-
-class Method(str, enum.Enum):
-    FLOAT32 = "float32"
-    FLOAT16 = "float16"
-    INT8 = "int8"
-    INT8_SYM = "int8-sym"
-    BINARY = "binary"
-    BINARY_RESCORE = "binary+rescore"
-    PQ = "pq"
-
-
-class Rescore(str, enum.Enum):
-    FLOAT32 = "float32"
-    INT8 = "int8"
-
-
 DEFAULT_METHODS = (Method.FLOAT32, Method.FLOAT16, Method.INT8, Method.BINARY,
                    Method.BINARY_RESCORE, Method.PQ)
 
@@ -160,214 +127,9 @@ def machine_info(threads: int) -> dict[str, Any]:
             "python": platform.python_version()}
 
 
-# -- tiers ------------------------------------------------------------------------------------
-
-
-class _RowMap:
-    """FAISS ids back to row positions, vectorised (ids are any int64, -1 stays -1)."""
-
-    def __init__(self, ids: np.ndarray):
-        self.order = np.argsort(ids, kind="stable")
-        self.sorted = ids[self.order]
-
-    def __call__(self, I: np.ndarray) -> np.ndarray:
-        pos = np.clip(np.searchsorted(self.sorted, I), 0, len(self.sorted) - 1)
-        return np.where(I < 0, -1, self.order[pos])
-
-
-@dataclass(kw_only=True)
-class Tier:
-    """One built index and what its search needs: the query transform and the rescoring data."""
-
-    method: Method
-    dim: int
-    index: Any  # faiss.Index or faiss.IndexBinary, holding the store's FAISS ids
-    code_bytes: int  # bytes one vector takes in the index (ids excluded)
-    ranges: np.ndarray | None = None  # (2, dim) float32 int8 ranges
-    rescore: np.ndarray | None = None  # (n, dim) float32 or int8 vectors, read for candidates only
-    candidates: int = 0  # binary+rescore: Hamming candidates rescored (at least the k asked for)
-    rows: _RowMap | None = None
-    extra: dict[str, Any] = field(default_factory=dict)  # settings to report (pq_m, nlist, ...)
-
-    def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` similarities (higher is better) and FAISS ids.
-
-        Args:
-            xq: ``(nq, d)`` float32 unit-norm queries at the store's full dimension.
-            k: results per query.
-
-        Returns:
-            ``(D, I)``: ``(nq, k)`` float32 scores and int64 ids (-1 where fewer than ``k``).
-        """
-        q = ops.truncate(xq, self.dim)
-        k = min(k, self.index.ntotal)
-        if self.method is Method.INT8_SYM:
-            return self.index.search(ops.quantize_int8(q, self.ranges).astype(np.float32), k)
-        if self.method is Method.BINARY:
-            D, I = self.index.search(ops.quantize_binary(q), k)
-            return -D.astype(np.float32), I
-        if self.method is Method.BINARY_RESCORE:
-            c = min(max(k, self.candidates), self.index.ntotal)
-            _, I = self.index.search(ops.quantize_binary(q), c)
-            rows = self.rows(I)
-            cand = self.rescore[np.maximum(rows, 0)]
-            if cand.dtype == np.int8:
-                cand = ops.dequantize_int8(cand, self.ranges)
-            D = np.einsum("qd,qcd->qc", q, cand)
-            D[rows < 0] = -np.inf
-            top = np.argsort(-D, axis=1, kind="stable")[:, :k]
-            return np.take_along_axis(D, top, 1), np.take_along_axis(I, top, 1)
-        return self.index.search(q, k)
-
-
-def pq_shape(n: int, dim: int, cfg: CompressConfig) -> tuple[int, int, int]:
-    """``(m, nbits, nlist)`` for IVF-PQ on ``n`` vectors of ``dim``.
-
-    Codebooks get fewer than 8 bits when ``n`` is too small to train 256 centroids, and the
-    lists hold about ``sqrt(n)`` vectors each (at least 39, FAISS's minimum per centroid).
-    """
-    m = cfg.pq_m or max(1, dim // 8)
-    if dim % m:
-        raise ValueError(f"pq_m ({m}) must divide the dimension {dim}")
-    nbits = min(8, max(1, int(np.log2(max(2, n // 4)))))
-    nlist = cfg.pq_nlist or max(1, min(int(np.sqrt(n) + 0.5), n // 39))
-    return m, nbits, nlist
-
-
-def build_tier(method: Method, dim: int, x: np.ndarray, ids: np.ndarray, cfg: CompressConfig,
-               calibration: np.ndarray) -> Tier:
-    """Build ``method``'s index at ``dim`` from the store's vectors.
-
-    Args:
-        method: the tier.
-        dim: truncation dimension.
-        x: ``(n, d)`` float32 unit-norm store vectors, ``d >= dim``.
-        ids: ``(n,)`` int64 FAISS ids of the rows.
-        cfg: the run's config (rescoring, PQ and int8 settings).
-        calibration: ``(s,)`` row positions of the int8 calibration sample.
-    """
-    import faiss
-
-    xt = ops.truncate(x, dim)
-    ip = faiss.METRIC_INNER_PRODUCT
-    if method in (Method.BINARY, Method.BINARY_RESCORE) and dim % 8:
-        raise ValueError(f"binary tiers need a dimension that is a multiple of 8; got {dim}")
-    ranges = None
-    if method in (Method.INT8, Method.INT8_SYM) or (
-            method is Method.BINARY_RESCORE and cfg.rescore_with is Rescore.INT8):
-        ranges = ops.calibrate_int8_ranges(xt[calibration], percentile=cfg.int8_percentile)
-
-    if method is Method.FLOAT32:
-        return _flat(method, dim, faiss.IndexFlatIP(dim), xt, ids, 4 * dim)
-    if method is Method.FLOAT16:
-        sq = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, ip)
-        return _flat(method, dim, sq, xt, ids, 2 * dim)
-    if method is Method.INT8:
-        sq = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit, ip)
-        faiss.copy_array_to_vector(np.concatenate([ranges[0], ranges[1] - ranges[0]]), sq.sq.trained)
-        sq.is_trained = True
-        return _flat(method, dim, sq, xt, ids, dim, ranges=ranges)
-    if method is Method.INT8_SYM:
-        sq = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit_direct_signed, ip)
-        codes = ops.quantize_int8(xt, ranges).astype(np.float32)
-        return _flat(method, dim, sq, codes, ids, dim, ranges=ranges)
-    if method in (Method.BINARY, Method.BINARY_RESCORE):
-        index = faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(dim))
-        index.add_with_ids(ops.quantize_binary(xt), ids)
-        tier = Tier(method=method, dim=dim, index=index, code_bytes=dim // 8)
-        if method is Method.BINARY_RESCORE:
-            tier.rescore = xt if ranges is None else ops.quantize_int8(xt, ranges)
-            tier.ranges, tier.rows = ranges, _RowMap(ids)
-            tier.candidates = cfg.k * cfg.rescore_multiplier
-        return tier
-    if method is Method.PQ:
-        m, nbits, nlist = pq_shape(len(xt), dim, cfg)
-        index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, nlist, m, nbits, ip)
-        index.cp.seed = cfg.seed
-        index.pq.cp.seed = cfg.seed
-        index.pq.cp.min_points_per_centroid = 1  # train on the store, even if under 39 per centroid
-        index.train(xt)
-        index.add_with_ids(xt, ids)
-        index.nprobe = min(cfg.pq_nprobe, nlist)
-        return Tier(method=method, dim=dim, index=index, code_bytes=(m * nbits + 7) // 8,
-                    extra={"pq_m": m, "pq_nbits": nbits, "pq_nlist": nlist, "pq_nprobe": index.nprobe})
-    raise ValueError(f"unknown method {method!r}")
-
-
-def _flat(method: Method, dim: int, inner: Any, x: np.ndarray, ids: np.ndarray, code_bytes: int,
-          ranges: np.ndarray | None = None) -> Tier:
-    import faiss
-
-    index = faiss.IndexIDMap(inner)
-    index.add_with_ids(np.ascontiguousarray(x, dtype=np.float32), ids)
-    return Tier(method=method, dim=dim, index=index, code_bytes=code_bytes, ranges=ranges)
-
-
-def write_tier(tier: Tier, folder: Path) -> int:
-    """Write the tier's index (and rescoring vectors, int8 ranges) into ``folder``; total bytes."""
-    import faiss
-
-    name = tier.method.value
-    if isinstance(tier.index, faiss.IndexBinary):
-        data = faiss.serialize_index_binary(tier.index).tobytes()
-    else:
-        data = faiss.serialize_index(tier.index).tobytes()
-    files = {f"{name}.faiss": data}
-    if tier.rescore is not None:
-        files[f"{name}.rescore.npy"] = _npy(tier.rescore)
-    if tier.ranges is not None and tier.method is not Method.INT8:
-        files[f"{name}.ranges.npy"] = _npy(tier.ranges)
-    for fname, blob in files.items():
-        atomic_write_bytes(folder / fname, blob)
-    return sum(len(b) for b in files.values())
-
-
-def _npy(a: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, a)
-    return buf.getvalue()
-
-
 # -- evaluation -------------------------------------------------------------------------------
 
 Ranking = list[list[str]]  # per query, document ids best first
-
-
-def document_ranking(search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]],
-                     xq: np.ndarray, k: int, doc_of: dict[int, str], n_docs: int,
-                     ) -> tuple[Ranking, list[list[float]]]:
-    """Top-``k`` documents per query, a document scoring its best chunk (as ``Searcher`` does).
-
-    Chunks are fetched in growing rounds until each query has ``k`` distinct documents.
-
-    Args:
-        search: ``(xq, depth) -> (D, I)`` chunk-level search returning FAISS ids.
-        xq: ``(nq, d)`` float32 queries.
-        k: documents per query.
-        doc_of: FAISS id -> document id.
-        n_docs: documents in the store (bounds ``k``).
-    """
-    k = min(k, n_docs)
-    n_chunks = len(doc_of)
-    docs: list[list[str]] = [[] for _ in range(len(xq))]
-    scores: list[list[float]] = [[] for _ in range(len(xq))]
-    todo = np.arange(len(xq))
-    depth = min(n_chunks, max(2 * k, k + 16))
-    while todo.size:
-        D, I = search(xq[todo], depth)
-        short = []
-        for q, ds, is_ in zip(todo, D, I):
-            best: dict[str, float] = {}
-            for d, i in zip(ds, is_):
-                if i >= 0 and doc_of[int(i)] not in best:
-                    best[doc_of[int(i)]] = float(d)
-            if len(best) >= k or depth >= n_chunks:
-                docs[q], scores[q] = list(best)[:k], list(best.values())[:k]
-            else:
-                short.append(q)
-        todo = np.asarray(short, dtype=np.int64)
-        depth = min(n_chunks, depth * 2)
-    return docs, scores
 
 
 def _run(qids: Sequence[str], docs: Ranking, scores: list[list[float]], k: int,
@@ -471,10 +233,6 @@ def load_vectors(store: Store) -> tuple[np.ndarray, list[str], list[str]]:
 
 def run_compress(store: Store | Path | str, cfg: CompressConfig) -> CompressResult:
     """Build, search, score and time every (dim, method) tier of ``cfg`` on ``store``."""
-    import faiss
-
-    from embedlab.search import Searcher
-
     store = store if isinstance(store, Store) else Store(store)
     store.require_verified()
     meta = store.meta()
@@ -494,8 +252,8 @@ def run_compress(store: Store | Path | str, cfg: CompressConfig) -> CompressResu
         beir = load_split(cfg.eval_data, cfg.split, doc_ids=set(doc_ids) if cfg.subset else None)
         problems = [p.to_json() for p in beir.problems]
         qids = sorted(beir.queries)
-        searcher = Searcher(store, device=cfg.device, query_prefix=cfg.query_prefix)
-        xq = searcher.encode_queries([beir.queries[q] for q in qids])
+        encode = QueryEncoder(meta, device=cfg.device, query_prefix=cfg.query_prefix)
+        xq = encode([beir.queries[q] for q in qids])
         dataset, qrels = cfg.eval_data.name, beir.qrels
     else:
         pick = np.sort(rng.permutation(len(x))[:1000])
@@ -511,9 +269,7 @@ def run_compress(store: Store | Path | str, cfg: CompressConfig) -> CompressResu
 
     if cfg.write:  # the folder holds one run: no index of an earlier run is left beside this table
         shutil.rmtree(store.root / COMPRESS_DIR, ignore_errors=True)
-    threads_before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(cfg.threads)
-    try:
+    with faiss_threads(cfg.threads):
         exact_run, exact_metrics = scored(build_tier(Method.FLOAT32, full, x, ids, cfg, calibration))
         rows = []
         for dim in dims:
@@ -527,8 +283,6 @@ def run_compress(store: Store | Path | str, cfg: CompressConfig) -> CompressResu
                                if cfg.write else None)
                 rows.append(_row(cfg, meta, dataset, len(qids), len(x), method, dim, tier, mean,
                                  exact_metrics, overlap_at(run, exact_run), index_bytes, build_s, times))
-    finally:
-        faiss.omp_set_num_threads(threads_before)
 
     quality = QUALITY if qrels is not None else "overlap@10"
     for key, cost in (("pareto", "stored_bytes_per_vector"), ("pareto_searched", "bytes_per_vector")):
