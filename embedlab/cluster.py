@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from embedlab.config import ClusterConfig
+from embedlab.device import cuda_available, gpu_count
 
 # Measured on the 2-core CI machine (benchmarks/results): one worker with two torch threads
 # beats two single-threaded workers for all-MiniLM-L6-v2, and loads the model once, not twice.
@@ -51,26 +52,11 @@ class ClusterInfo:
     device: str  # "cuda" for dask-cuda workers, else "auto" (each worker picks)
 
 
-def cuda_available() -> bool:
-    try:
-        import torch
-
-        return torch.cuda.is_available()
-    except ImportError:
-        return False
-
-
 def dask_cuda_installed() -> bool:
     """Checked before CUDA itself, so that a CPU-only driver never pays for importing torch."""
     import importlib.util
 
     return importlib.util.find_spec("dask_cuda") is not None
-
-
-def gpu_count() -> int:
-    import torch
-
-    return torch.cuda.device_count()
 
 
 @contextmanager

@@ -27,6 +27,7 @@ import numpy as np
 from embedlab.chunking import Chunker
 from embedlab.config import DEFAULT_MODEL, ChunkConfig, CorpusConfig, EmbedConfig, EncodeConfig, to_jsonable
 from embedlab.corpus import Reject
+from embedlab.device import torch_threads
 from embedlab.encoder import cached_encoder
 from embedlab.incremental import (Delta, FeedOp, LiveDoc, commit, feed_changes, index_rows,
                                   last_ops, live_documents, next_manifest, parse_feed_line, recover,
@@ -284,12 +285,6 @@ def stream_config(cfg: StreamConfig) -> EmbedConfig:
 def _reader(cfg: StreamConfig) -> CorpusConfig:
     return CorpusConfig(path=cfg.watch, id_field=cfg.id_field, text_field=cfg.text_field,
                         title_field=cfg.title_field)
-
-
-def torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 def stream(cfg: StreamConfig, *, on_ready: Callable[[], None] | None = None) -> StreamResult:

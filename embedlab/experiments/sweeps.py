@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import functools
 import gc
 import json
 import math
@@ -41,6 +42,8 @@ from typing import Any
 import numpy as np
 
 from embedlab.config import ChunkConfig, Dtype, EncodeConfig, to_jsonable
+from embedlab.device import (bf16_supported, empty_cache, gpu_name, peak_memory_mb, reset_peak_memory,
+                             synchronize, torch_threads, torch_version)
 from embedlab.hardware import cpu_model
 from embedlab.planner import Curve, markdown_table, r_of_b
 
@@ -150,12 +153,10 @@ def unsupported_reason(dtype: str, device: str) -> str | None:
     if dtype not in allowed:
         return f"the encoder has no {dtype} dtype (embedlab.config.Dtype: {', '.join(allowed)})"
     if device.startswith("cuda"):
-        import torch
-
         if dtype == "int8":
             return "int8 is dynamic quantization, which runs on the CPU only"
-        if dtype == Dtype.BF16.value and not torch.cuda.is_bf16_supported():
-            return f"{torch.cuda.get_device_name(device)} does not support bf16"
+        if dtype == Dtype.BF16.value and not bf16_supported(device):
+            return f"{gpu_name(device)} does not support bf16"
         return None
     if dtype == Dtype.FP16.value:
         return "fp16 has no fast CPU kernels (several times slower than fp32); sweep it on a GPU"
@@ -164,12 +165,10 @@ def unsupported_reason(dtype: str, device: str) -> str | None:
 
 def machine_info(device: str) -> dict[str, Any]:
     """CPU model, cores, torch version and threads, and the GPU when ``device`` is CUDA."""
-    import torch
-
-    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "device": device, "python": platform.python_version()}
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch_version(),
+            "threads": torch_threads(), "device": device, "python": platform.python_version()}
     if device.startswith("cuda"):
-        info["gpu"] = torch.cuda.get_device_name(device)
+        info["gpu"] = gpu_name(device)
     return info
 
 
@@ -207,9 +206,7 @@ class _Memory:
 
     def reset(self) -> None:
         if self.cuda:
-            import torch
-
-            torch.cuda.reset_peak_memory_stats(self.device)
+            reset_peak_memory(self.device)
             return
         try:
             with open("/proc/self/clear_refs", "w") as fh:
@@ -219,9 +216,7 @@ class _Memory:
 
     def peak_mb(self) -> float:
         if self.cuda:
-            import torch
-
-            return torch.cuda.max_memory_allocated(self.device) / 2**20
+            return peak_memory_mb(self.device)
         try:
             with open("/proc/self/status") as fh:
                 kb = next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM:"))
@@ -400,13 +395,10 @@ def run_sweep(cfg: SweepConfig, ids: Sequence[np.ndarray] | None = None, progres
         A :class:`SweepResult`; a dtype the device cannot run has one ``skipped`` row with the
         reason, and the batch that ran out of memory an ``oom`` row.
     """
-    import torch
-
     from embedlab.encoder import Encoder, pick_device
 
     device = pick_device(cfg.encode.device)
-    cuda = device.startswith("cuda")
-    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+    sync = functools.partial(synchronize, device)
     mem = _Memory(device)
     pool = list(ids) if ids is not None else None
     rows: list[dict[str, Any]] = []
@@ -426,7 +418,7 @@ def run_sweep(cfg: SweepConfig, ids: Sequence[np.ndarray] | None = None, progres
         encoder = Encoder(replace(cfg.encode, dtype=dtype, device=device, max_batch_tokens=0))
         if pool is None:
             pool = sample_chunks(cfg, encoder.tokenizer, encoder.info.max_seq_length)
-        threads = torch.get_num_threads()
+        threads = torch_threads()
         compiled = bool(getattr(encoder, "compiled", False))
         for b in cfg.batch_sizes:
             try:
@@ -438,8 +430,7 @@ def run_sweep(cfg: SweepConfig, ids: Sequence[np.ndarray] | None = None, progres
                           peak_mem_mb=mem.peak_mb(), mem_kind=mem.kind,
                           note=f"out of memory; larger batches not tried ({str(e).splitlines()[0][:120]})"))
                 gc.collect()
-                if cuda:
-                    torch.cuda.empty_cache()
+                empty_cache(device)
                 break
             base = base or point["chunks_per_s"]
             emit(_row(cfg, device, dtype, threads=threads, compiled=compiled,
@@ -450,6 +441,5 @@ def run_sweep(cfg: SweepConfig, ids: Sequence[np.ndarray] | None = None, progres
                                          cfg.knee_frac)
         del encoder
         gc.collect()
-        if cuda:
-            torch.cuda.empty_cache()
+        empty_cache(device)
     return SweepResult(config=cfg, rows=rows, fits=fits, machine=machine_info(device))
