@@ -57,13 +57,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--models", default="minilm,bge-base")
     p.add_argument("--dtypes", default="fp16,bf16,fp32")
     p.add_argument("--batch-sizes", default=None, help="comma list (default 8..4096, dry run 4,8,16)")
-    p.add_argument("--pool-rows", type=int, default=None, help="texts per pass at least (default 1024; dry 16)")
+    p.add_argument("--pool-rows", type=int, default=None, help="texts per pass at least (default 512; dry 8)")
     p.add_argument("--min-seconds", type=float, default=None, help="timed seconds per point at least")
     p.add_argument("--skip", default="", help="sections to leave out: parity,st,variants,compile,queries")
     a = p.parse_args(argv)
     a.batch_sizes = tuple(int(x) for x in a.batch_sizes.split(",")) if a.batch_sizes else (
         DRY_BATCHES if a.dry_run else GPU_BATCHES)
-    a.pool_rows = a.pool_rows or (8 if a.dry_run else 1024)
+    a.pool_rows = a.pool_rows or (8 if a.dry_run else 512)
     a.budget = a.budget or (900.0 if a.dry_run else 420.0)
     a.min_seconds = a.min_seconds if a.min_seconds is not None else (0.0 if a.dry_run else 0.4)
     a.skip = set(filter(None, a.skip.split(",")))
@@ -300,7 +300,7 @@ def run_sweeps(b: Bench, stage: int) -> None:
     dtypes = [d for d in b.a.dtypes.split(",") if (d != "fp32") == (stage == 0)]
     texts = ["chunks"] + ([] if "queries" in b.a.skip else ["queries"])
     plan = [(m, d, t) for t in texts for d in dtypes for m in b.a.models.split(",")]
-    share_end = b.budget.start + b.a.budget * (0.45 if stage == 0 else 0.65)
+    share_end = b.budget.start + b.a.budget * (0.40 if stage == 0 else 0.60)
     for i, (m, d, t) in enumerate(plan):
         left = share_end - time.perf_counter()
         deadline = time.perf_counter() + max(left, 0) / (len(plan) - i)
@@ -317,7 +317,7 @@ def st_compare(b: Bench) -> None:
     dtype = "fp16" if b.cuda else "fp32"
     n = 16 if b.a.dry_run else 4096
     texts = cycle_pool(b.texts["chunks"], n)
-    sizes = (8,) if b.a.dry_run else (64, 128, 256, 512)
+    sizes = (8,) if b.a.dry_run else (128, 256, 512)
     out = {"dtype": dtype, "texts": n, "what": "texts in, vectors out (tokenization included), same texts"}
     ratios = {}
     for model in b.a.models.split(","):

@@ -45,6 +45,8 @@ def _cheap(b, model: str, dtype: str, batch: int, rec) -> None:
             obj = setup()
             setup_s = time.perf_counter() - t0
             rate, vec = _measure(b, lambda: run(obj), rows)
+            if hasattr(obj, "flash"):  # which attention the packed path could use here
+                name += " (flash varlen_attn)" if obj.flash else " (per-sequence SDPA loop: no varlen_attn here)"
             rec(name, rate, base[0], vec, base[1], setup_s)
         except Exception as e:  # a variant that cannot run here is a result, not a crash
             rec(name, None, None, None, None, time.perf_counter() - t0, f"failed: {type(e).__name__}: {e}"[:300])

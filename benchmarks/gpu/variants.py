@@ -78,7 +78,7 @@ class AsyncEncoder:
         batches = plan_batches(lengths, batch_size, max_batch_tokens)
         out = torch.empty((n, self.enc.dim), dtype=torch.float32, device=self.device)
         cap = max(len(b) * int(lengths[b[0]]) for b in batches)
-        bufs = [torch.empty((2, cap), dtype=torch.int64, pin_memory=self.cuda) for _ in range(2)]
+        bufs = [[torch.empty(cap, dtype=torch.int64, pin_memory=self.cuda) for _ in range(2)] for _ in range(2)]
         events = [None, None]
         info = self.enc.info
         with torch.inference_mode():
@@ -87,11 +87,11 @@ class AsyncEncoder:
                 if events[slot] is not None:
                     events[slot].synchronize()
                 rows, width = len(idx), int(lengths[idx[0]])
-                host = bufs[slot][:, :rows * width].view(2, rows, width)
+                host = [buf[:rows * width].view(rows, width) for buf in bufs[slot]]  # contiguous, pinned
                 ids_np, mask_np = pad([ids[j] for j in idx], self.enc.pad_id, width)
                 host[0].numpy()[:] = ids_np
                 host[1].numpy()[:] = mask_np
-                dev = host.to(self.device, non_blocking=True)
+                dev = [h.to(self.device, non_blocking=True) for h in host]
                 if self.cuda:
                     events[slot] = torch.cuda.Event()
                     events[slot].record()
