@@ -149,8 +149,9 @@ def load_texts(b: Bench) -> None:
         queries = [r["text"] for r in read_jsonl_gz(carry / "data" / "queries.jsonl")]
         source = "SciFact chunks (256 tokens, overlap 32) and queries from the carry folder"
     elif b.a.dry_run:
-        from embedlab.cli import SAMPLE_CORPUS
+        import embedlab
 
+        SAMPLE_CORPUS = Path(embedlab.__file__).parent / "data" / "sample_corpus.jsonl"
         rows = [{"text": json.loads(line)["text"]} for line in SAMPLE_CORPUS.open() if line.strip()]
         queries = [r["text"].split(".")[0][:80] for r in rows]
         source = f"dry run without a carry folder: {SAMPLE_CORPUS.name} (documents and their first sentences)"
