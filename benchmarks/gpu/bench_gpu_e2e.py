@@ -21,6 +21,7 @@ import argparse
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -329,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     if e.rates:
         embed_runs(e)
     e.res.update(status="done", wall_seconds=round(e.budget.elapsed(), 1))
+    shutil.rmtree(e.tmp, ignore_errors=True)  # random-weight models and stores
     print(e.res.render(e.res.doc), flush=True)
     return 0
 

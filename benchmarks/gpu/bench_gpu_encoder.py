@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -385,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     if "variants" not in a.skip:
         b.section("variants", run_variants, b)
     b.res.update(status="done", wall_seconds=round(b.budget.elapsed(), 1))
+    shutil.rmtree(b.tmp, ignore_errors=True)  # random-weight models and stores
     print(b.res.render(b.res.doc), flush=True)
     return 0
 
