@@ -29,6 +29,7 @@ entries, so a commit's amortized cost stays flat; see docs/design-input-and-cont
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -46,6 +47,7 @@ LAST_CHECKPOINT = "_last_checkpoint"
 SEQ_DIGITS = 20
 CHECKPOINT_EVERY = 100  # records between checkpoints, at least
 CHECKPOINT_FRACTION = 0.1  # ... and at least this fraction of the entries (flat amortized cost)
+_NO_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK}
 
 
 class LogError(RuntimeError):
@@ -228,8 +230,10 @@ class CommitLog:
             os.link(tmp, final)
         except FileExistsError:
             raise SeqTakenError(f"{final} exists") from None
-        except OSError:  # no hard links here: O_EXCL create, which a crash can leave torn
-            self._create_excl(final, data)
+        except OSError as e:
+            if e.errno not in _NO_LINKS:
+                raise
+            self._create_excl(final, data)  # no hard links here: a crash can leave this torn
         finally:
             tmp.unlink(missing_ok=True)
         if self.durable:
