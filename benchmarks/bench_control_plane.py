@@ -5,8 +5,9 @@ Baseline for issue #20, measured in one run on the same disk:
 1. **Commit cost per partition.** Today each landed partition rewrites the whole
    ``_manifest.json`` (``Store.write_manifest``, fsync'd): timed with 100, 1,000 and 10,000
    synthetic entries. The commit log (``embedlab/commitlog.py``, durable: fsync'd record and
-   folder) appends one record: timed with 100, 10,000 and 100,000 entries already committed,
-   over exactly one checkpoint interval, so the amortized checkpoint is included.
+   folder) appends one record: timed with 100, 10,000 and 100,000 entries, the logs taking
+   turns commit by commit, until the largest has written its next checkpoint (so the amortized
+   checkpoints are included).
 2. **Open cost for search.** Today readers call ``Store.require_verified()``, which hashes
    every file; timed on synthetic stores of ~100 MB and ~1 GB (real Parquet + FAISS files from
    ``Store.write_partition``), with the files in the page cache (just written) and evicted from it
@@ -32,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import markdown_table, write_results  # noqa: E402
+from benchmarks.common import busy_note, markdown_table, write_results  # noqa: E402
 from embedlab.commitlog import CommitLog  # noqa: E402
 from embedlab.store import Manifest, PartitionEntry, Store  # noqa: E402
 
@@ -62,28 +63,38 @@ def manifest_commit(work: Path, n: int) -> float:
     return median_time(lambda: store.write_manifest(manifest), repeats)
 
 
-def log_commit(work: Path, n: int) -> tuple[float, float, int]:
-    """(seconds per commit over one checkpoint interval, median seconds of one record, interval).
+def log_commits(work: Path, sizes: tuple[int, ...]) -> dict[int, tuple[float, float, int]]:
+    """Per log size: (seconds per commit amortized, median seconds of one record, commits per checkpoint).
 
-    The ``n`` earlier commits are made without fsync (set-up only); the timed ones are durable
-    and run from one checkpoint to the next, so the checkpoint's cost is spread over them.
+    Each log first gets ``n`` commits without fsync (set-up only). The timed commits are durable
+    and go to the logs in turn, one each, so every size sees the same disk at the same moments;
+    each re-lands an existing partition (same record size, the entry count stays ``n``). They run
+    until the largest log has gone from one checkpoint to the next, so every log's checkpoints
+    are included in its average.
     """
-    log = CommitLog(work / f"log-{n}", durable=False)
-    w = log.acquire("bench set-up")
-    for i in range(n):
-        w.commit([{"op": "add", "key": str(i), "entry": fake_entry(i).to_json()}])
-    log.durable = True
-    log.write_checkpoint(w.snapshot)  # start at a checkpoint
-    times: list[float] = []
-    t0 = time.perf_counter()
+    writers = {}
+    for n in sizes:
+        log = CommitLog(work / f"log-{n}", durable=False)
+        w = log.acquire("bench set-up")
+        for i in range(n):
+            w.commit([{"op": "add", "key": str(i), "entry": fake_entry(i).to_json()}])
+        log.durable = True
+        log.write_checkpoint(w.snapshot)  # every log starts at a checkpoint
+        writers[n] = w
+    times: dict[int, list[float]] = {n: [] for n in sizes}
+    largest = writers[max(sizes)]
+    k = 0
     while True:
-        i = n + len(times)
-        t = time.perf_counter()
-        w.commit([{"op": "add", "key": str(i), "entry": fake_entry(i).to_json()}])
-        times.append(time.perf_counter() - t)
-        if w.snapshot.checkpoint_seq == w.snapshot.seq:  # this commit wrote the next checkpoint
+        for n, w in writers.items():
+            t = time.perf_counter()
+            w.commit([{"op": "add", "key": str(k % n), "entry": fake_entry(k).to_json()}])
+            times[n].append(time.perf_counter() - t)
+        k += 1
+        if largest.snapshot.checkpoint_seq == largest.snapshot.seq:  # its next checkpoint is written
             break
-    return (time.perf_counter() - t0) / len(times), statistics.median(times), len(times)
+    return {n: (sum(t) / len(t), statistics.median(t),
+                int(max(w.log.checkpoint_every, w.log.checkpoint_fraction * n)))
+            for (n, w), t in zip(writers.items(), times.values())}
 
 
 def synthetic_store(root: Path, target_bytes: int, rows: int = 512, dim: int = 384) -> CommitLog:
@@ -154,7 +165,7 @@ def main() -> None:
             rows.append([f"today: rewrite `_manifest.json` ({n:,} partitions)", f"{s * 1e3:.2f}",
                          f"{s / man[100]:.2f}", ""])
         sizes = (100, 10_000) if args.quick else (100, 10_000, 100_000)
-        logs = {n: log_commit(work, n) for n in sizes}
+        logs = log_commits(work, sizes)
         for n, (amortized, single, interval) in logs.items():
             rows.append([f"commit log: append one record ({n:,} partitions)", f"{amortized * 1e3:.2f}",
                          f"{amortized / logs[100][0]:.2f}",
@@ -171,13 +182,16 @@ def main() -> None:
             n_parts = len(Store(root).manifest().partitions)
             warm = median_time(lambda: Store(root).require_verified(), 3)
             cold = []
-            for _ in range(2):
+            for _ in range(3):
                 evict(root)
                 cold.append(median_time(lambda: Store(root).require_verified(), 1))
             log.write_checkpoint(log.open())
-            new_warm = median_time(lambda: log_open(root), 5)
-            evict(root)
-            new_cold = median_time(lambda: log_open(root), 1)
+            new_warm = median_time(lambda: log_open(root), 21)
+            new_cold = []
+            for _ in range(3):
+                evict(root)
+                new_cold.append(median_time(lambda: log_open(root), 1))
+            new_cold = statistics.median(new_cold)
             opens.append((mb, total, n_parts, warm, statistics.median(cold), new_warm, new_cold))
             shutil.rmtree(root)
         rows = []
@@ -194,13 +208,14 @@ def main() -> None:
              "commit log + sizes ms (cached)", "commit log ms (evicted)", "today / log (evicted)"], rows)
         intro = ("Baseline for issue #20 (today's control plane) and the new `embedlab/commitlog.py`, same "
                  "run, same disk. Today's manifest write is `Store.write_manifest` (fsync'd, whole file); "
-                 "the log's commit is one fsync'd record plus its folder's fsync, averaged over one "
-                 "checkpoint interval (checkpoint included). Open: today's readers hash every file "
+                 "the log's commit is one fsync'd record plus its folder's fsync; the logs take turns commit by "
+                 "commit (same disk, same moments) until the largest has written its next checkpoint, so "
+                 "checkpoints are included in every average. Open: today's readers hash every file "
                  "(`require_verified`); the log opens its last checkpoint plus the tail and stats each "
                  "file's size. 'Evicted': files dropped from the page cache with "
                  "posix_fadvise(DONTNEED) first." + (" --quick: small sizes." if args.quick else "")
                  + f" Load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} on "
-                 f"{os.cpu_count()} cores (other jobs share them).")
+                 f"{os.cpu_count()} cores (other jobs share them)." + busy_note(load_before))
         write_results("control_plane_baseline.md", "Control plane: commit and open costs (baseline)",
                       intro, commit_table + "\n\n" + open_table,
                       "python benchmarks/bench_control_plane.py" + (" --quick" if args.quick else ""),

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import DATA, REPO, markdown_table, write_results  # noqa: E402
+from benchmarks.common import DATA, REPO, busy_note, markdown_table, write_results  # noqa: E402
 
 RAW = r"""
 import json, sys, time
@@ -70,6 +70,7 @@ def run():
 run()
 t0 = time.perf_counter(); parts, chunks = run(); print(time.perf_counter() - t0, parts, chunks)
 """
+
 
 
 def measure(script: str, corpus: Path, threads: int) -> list[str]:
@@ -124,7 +125,8 @@ def main() -> None:
              f"measurement, warm second pass timed, configurations in turn, median of {args.repeats}. "
              f"The raw tokenizer's per-core rate, {per_core / 1e6:.2f} M tokens/s, is "
              f"{1e6 / per_core:.2f} us per token per core. Load average (1 min) before / after the run: "
-             f"{load_before:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other jobs share them).")
+             f"{load_before:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other jobs share them)."
+             + busy_note(load_before))
     write_results("input_ceiling_baseline.md", "Input ceiling: raw tokenizer vs today's driver (baseline)",
                   intro, table, f"python benchmarks/bench_input_ceiling.py --corpus {args.corpus} "
                   f"--repeats {args.repeats}", started)
