@@ -92,3 +92,13 @@ def run_sampled(cmd: list[str], **kw) -> tuple[subprocess.CompletedProcess, floa
     sampler.stop.set()
     sampler.join()
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err), wall, sampler
+
+
+def busy_note(load: float) -> str:
+    """A warning for results taken while other jobs oversubscribed the machine."""
+    cores = os.cpu_count() or 1
+    if load <= cores:
+        return ""
+    return (f" **The machine was oversubscribed (load {load:.1f} on {cores} cores): absolute rates are "
+            "below a quiet machine's and extra threads cannot show a gain; the ratios within this run "
+            "are the comparison. Re-run on a quiet machine for absolute numbers.**")
