@@ -154,10 +154,15 @@ _register_commands()
 
 
 def main() -> None:  # pragma: no cover - console script entry point
+    from embedlab.files import EnvironmentFault
+
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
+    except EnvironmentFault as e:  # disk full, read-only, permission, a corpus file that changed
+        typer.echo(f"embedlab: error: {e}", err=True)
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,6 +11,7 @@ an interrupted run loses only the partitions in flight.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -32,6 +33,7 @@ from embedlab.cluster import ClusterInfo, connect
 from embedlab.config import Dtype, EmbedConfig, EncodeConfig, to_jsonable
 from embedlab.corpus import CorpusError, Document, Record, Reject, read_corpus, resolve_format
 from embedlab.encoder import cached_encoder, describe_model, fast_tokenizer
+from embedlab.files import EnvironmentFault, probe_writable
 from embedlab.partition import Partition, partition_chunks
 from embedlab.store import (FORMAT_VERSION, ID_SCHEME, REJECTS_FILE, SUMMARY_FILE, Manifest,
                             PartitionEntry, Store, atomic_write_bytes, atomic_write_json)
@@ -66,6 +68,7 @@ class EmbedResult:
     partitions_skipped: int = 0
     partitions_resent: int = 0  # sent again because the worker holding them died
     rejected: int = 0
+    repaired_documents: int = 0  # embedded with lone surrogates replaced by U+FFFD
     truncated_documents: int = 0
     truncated_tokens: int = 0
     reencoded_fp32: list[str] = field(default_factory=list)
@@ -116,6 +119,8 @@ class EmbedResult:
             + ")",
             f"rejected    {self.rejected:,}" + (f"  -> {self.rejects_path}" if self.rejected else ""),
         ]
+        if self.repaired_documents:
+            lines.append(f"repaired    {self.repaired_documents:,} documents: lone surrogates replaced by U+FFFD")
         if self.truncated_documents:
             lines.append(f"truncated   {self.truncated_documents:,} documents lost "
                          f"{self.truncated_tokens:,} tokens past the model's max length")
@@ -249,6 +254,7 @@ class ChunkStream:
         self.block_docs = block_docs
         self.rejects: list[Reject] = []
         self.documents = 0
+        self.repaired = 0  # documents chunked whose text had lone surrogates replaced
         self.truncated_documents = 0
         self.truncated_tokens = 0
         self._doc_sha256: dict[str, str] = {}  # documents chunked but not yet in a partition
@@ -279,6 +285,7 @@ class ChunkStream:
         self.rejects.extend(rejects)
         self.documents += len(block) - len(rejects)
         refused = {r.doc_id for r in rejects}
+        self.repaired += sum(1 for d in block if d.repaired and d.doc_id not in refused)
         self._doc_sha256.update((d.doc_id, content_sha256(d.text)) for d in block
                                 if d.doc_id not in refused)
         for c in chunks:
@@ -315,6 +322,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     resolve_format(cfg.corpus)  # fail on a missing path before any cluster starts
     store = Store(cfg.out)
     store.init(store_identity(cfg, chunker.chunk_tokens))
+    probe_writable(store.root)  # a read-only or immutable store fails here, before any cluster
     store.remove_stray_temporaries()
     manifest = store.manifest()
     manifest.complete = False
@@ -338,6 +346,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     store.remove_uncommitted(manifest)  # stale partitions, and files of superseded generations
 
     result.documents = stream.documents
+    result.repaired_documents = stream.repaired
     result.rejected = len(stream.rejects)
     result.truncated_documents = stream.truncated_documents
     result.truncated_tokens = stream.truncated_tokens
@@ -534,10 +543,15 @@ def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manife
         while in_flight:
             land(next(pending))
             stop.check()
+    except BaseException:
+        with contextlib.suppress(EnvironmentFault):  # the first fault is the one to report
+            store.write_manifest(manifest)
+        raise
+    else:
+        store.write_manifest(manifest)
     finally:
         stop.restore()
         bar.close()
-        store.write_manifest(manifest)
     if started is not None:
         result.encode_wall_seconds = time.perf_counter() - started
     result.padding_waste = 1 - fed[0] / fed[1] if fed[1] else 0.0
