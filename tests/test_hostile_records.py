@@ -16,42 +16,7 @@ from embedlab.config import CorpusConfig
 from embedlab.corpus import Document, Reject, read_corpus
 from embedlab.incremental import parse_feed_line, read_feed
 
-# (raw JSONL line, expected: doc id when it is a document / a reason fragment when it is a reject)
-HOSTILE_JSONL = [
-    (b'{"_id": "surrogate", "text": "lone \\ud800 surrogate"}', ("doc", "surrogate")),
-    (b'{"_id": "pair", "title": "t \\udfff", "text": "a pair \\ud83d\\ude00 is fine"}', ("doc", "pair")),
-    (b'{"_id": "id\\ud800", "text": "an id with a lone surrogate"}', ("reject", "id field")),
-    (b'{"_id": ' + b"9" * 5000 + b', "text": "a 5,000-digit integer id"}', ("doc", "9" * 5000)),
-    (b'{"_id": 123456789012345678901234567890, "text": "a big integer id"}',
-     ("doc", "123456789012345678901234567890")),
-    (b'{"_id": 1.5, "text": "float id"}', ("reject", "got float 1.5")),
-    (b'{"_id": 1e999, "text": "infinite id"}', ("reject", "got float inf")),
-    (b'{"_id": NaN, "text": "NaN id"}', ("reject", "got float nan")),
-    (b'{"_id": true, "text": "bool id"}', ("reject", "got bool")),
-    (b'{"_id": {"a": [1]}, "text": "nested id"}', ("reject", "got dict")),
-    (b'{"_id": [], "text": "list id"}', ("reject", "got list")),
-    (b'{"_id": "", "text": "empty id"}', ("reject", "id field")),
-    (b'{"_id": null, "text": null}', ("reject", "id field")),
-    (b'{"_id": "text-list", "text": ["a", "b"]}', ("reject", "must be a string, got list")),
-    (b'{"_id": "text-num", "text": 5}', ("reject", "must be a string, got int")),
-    (b'{"_id": "text-obj", "text": {"x": "y"}}', ("reject", "must be a string, got dict")),
-    (b'{"_id": "text-null", "text": null, "title": null}', ("reject", "missing text field")),
-    (b'{"_id": "title-num", "title": 7, "text": "a numeric title is ignored"}', ("doc", "title-num")),
-    (b"[" * 100_000, ("reject", "nested too deeply")),
-    (b'{"_id": "deep", "text": "x", "extra": ' + b"[" * 5000 + b"]" * 5000 + b"}", ("reject", "nested too deeply")),
-    (b'{"_id": "nul", "text": "escaped \\u0000 and raw \x00 NUL"}', ("doc", "nul")),
-    (b'{"_id": "bad-utf8", "text": "bytes \xff\xfe inside a string"}', ("reject", "not valid UTF-8")),
-    (b'{"_id": "cesu", "text": "an encoded surrogate \xed\xa0\x80"}', ("reject", "not valid UTF-8")),
-    (b'{"_id": "megaword", "text": "' + b"x" * 3_000_000 + b'"}', ("doc", "megaword")),
-    (b'{"_id": "rtl", "text": "\xd7\xa9\xd7\x9c\xd7\x95\xd7\x9d \xe2\x80\xae override \xe2\x80\xac"}',
-     ("doc", "rtl")),
-    (b'{"_id": "combining", "text": "e' + "\u0301".encode() * 20_000 + b' and words"}', ("doc", "combining")),
-    (b'"just a string"', ("reject", "expected a JSON object, got str")),
-    (b"null", ("reject", "expected a JSON object, got NoneType")),
-    (b'{"_id": "x", "text": "unterminated', ("reject", "invalid JSON")),
-    (b'{"_id": "ok", "text": "a plain good record"}', ("doc", "ok")),
-]
-
+from .fuzzing import HOSTILE_JSONL
 
 @pytest.fixture(scope="module")
 def chunker(encoder):
