@@ -336,7 +336,7 @@ def _read_txt(path: Path) -> Iterator[Record]:
         doc_id = f.relative_to(root).as_posix()
         if f.is_dir():
             continue  # a folder named like a file: its own files are listed on their own
-        if not f.exists():  # a link to nothing
+        if f.is_symlink() and not f.exists():  # a link to nothing (a file that vanished is a fault)
             yield Reject(source, 0, doc_id, "a link to a file that does not exist")
             continue
         with reporting(f, "read the corpus file"):

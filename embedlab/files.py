@@ -54,17 +54,15 @@ def describe_oserror(e: OSError) -> str:
 
 @contextlib.contextmanager
 def reporting(path: Path | str, action: str, resumable: bool = True) -> Iterator[None]:
-    """Turn an ``OSError`` inside the block into an :class:`EnvironmentFault` about ``path``.
-
-    The file the system names (e.g. a temporary file) is reported when it has one.
-    """
+    """Turn an ``OSError`` inside the block into an :class:`EnvironmentFault` about ``path``
+    (or the more precise file the system names, unless that is a hidden temporary)."""
     try:
         yield
     except EnvironmentFault:
         raise
     except OSError as e:
-        raise EnvironmentFault(e.filename or path, f"cannot {action}: {describe_oserror(e)}",
-                               resumable) from e
+        named = str(e.filename) if e.filename and not str(e.filename).endswith(".tmp") else path
+        raise EnvironmentFault(named, f"cannot {action}: {describe_oserror(e)}", resumable) from e
 
 
 def sha256_file(path: Path) -> str:
@@ -95,8 +93,6 @@ def atomic_write_bytes(path: Path, data: bytes, resumable: bool = True) -> None:
         except BaseException as e:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            if isinstance(e, OSError):
-                raise OSError(e.errno, e.strerror, str(path)) from e  # the real name, not the temporary's
             raise
 
 

@@ -238,6 +238,16 @@ def embed_partition(part: Partition, out: str, encode: EncodeConfig) -> Partitio
                             stats.tokens - before.tokens, stats.padded_tokens - before.padded_tokens)
 
 
+def embed_partition_task(part: Partition, out: str, encode: EncodeConfig) -> PartitionOutcome | EnvironmentFault:
+    """:func:`embed_partition` as a Dask task. A full disk or a read-only store comes back as the
+    task's value, not its exception: the worker neither retries it nor logs a traceback, and the
+    driver raises it as one line."""
+    try:
+        return embed_partition(part, out, encode)
+    except EnvironmentFault as e:
+        return e
+
+
 # -- driver side ----------------------------------------------------------------------------
 class ChunkStream:
     """Records -> chunks -> partitions, collecting rejects and document counts on the way.
@@ -492,7 +502,7 @@ def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manife
 
     def submit(part: Partition, attempt: int = 0) -> None:
         data = _scatter(client, part)
-        future = client.submit(embed_partition, data, str(store.root), encode, retries=2,
+        future = client.submit(embed_partition_task, data, str(store.root), encode, retries=2,
                                key=f"embed-{part.index:05d}-{part.digest[:16]}-{attempt}")
         in_flight[future.key] = (part, data, attempt)
         pending.add(future)
@@ -510,6 +520,8 @@ def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manife
         finally:
             future.release()
             data.release()
+        if isinstance(outcome, EnvironmentFault):
+            raise outcome
         entry = outcome.entry
         result.forward_seconds += outcome.forward_seconds
         fed[0] += outcome.tokens

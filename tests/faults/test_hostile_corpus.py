@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,16 +20,6 @@ from embedlab.store import Store
 from tests.fuzzing import HOSTILE_JSONL, dump, oracle, records
 
 EMBED = [sys.executable, "-m", "embedlab.cli", "embed"]
-
-
-@pytest.fixture(scope="module")
-def scheduler():
-    """One real Dask cluster for the jobs below (each would otherwise start its own)."""
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None) as cluster:
-        yield cluster.scheduler_address
 
 
 def embed_cli(corpus: Path, out: Path, model: Path, scheduler: str) -> subprocess.CompletedProcess:
