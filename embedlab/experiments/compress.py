@@ -490,7 +490,8 @@ def run_compress(store: Store | Path | str, cfg: CompressConfig) -> CompressResu
 
     problems: list[dict[str, Any]] = []
     if cfg.eval_data is not None:
-        beir = load_split(cfg.eval_data, cfg.split, doc_ids=set(doc_ids) if cfg.subset else None)
+        beir = load_split(cfg.eval_data, cfg.split)
+        beir = beir.restricted_to(set(doc_ids)) if cfg.subset else beir
         problems = [p.to_json() for p in beir.problems]
         qids = sorted(beir.queries)
         searcher = Searcher(store, device=cfg.device, query_prefix=cfg.query_prefix)
