@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from embedlab.search import Searcher
 from embedlab.store import SUMMARY_FILE, Store, atomic_write_bytes, atomic_write_json
 
 EVAL_DIR = "_eval"
+log = logging.getLogger(__name__)  # warnings reach stderr without any logging set-up (logging.lastResort)
 
 
 @dataclass
@@ -61,10 +63,13 @@ class EvalResult:
         if self.queries_missing_documents:
             tail.append(f"{self.queries_missing_documents} queries have relevant documents missing from the "
                         f"corpus ({self.queries_without_documents} have none left and score 0); scored as BEIR does")
+        rel = self.relevant_documents
+        if rel and (rel["in_store"] < rel["split"]):
+            tail.append(f"relevant documents: {rel['split']:,} in the qrels, {rel['in_corpus']:,} in the corpus, "
+                        f"{rel['in_store']:,} in the store")
         skipped = sum(p.get("severity") != "warning" for p in self.problems)
         if self.problems:
             tail.append(f"{len(self.problems)} qrels/query line(s) reported ({skipped} skipped; listed in the JSON)")
-        tail += [f"warning: {w}" for w in self.warnings]
         if self.json_path:
             tail.append(f"result: {self.json_path}\nrun:    {self.run_path}")
         return "\n".join([head, *rows, *tail])
@@ -132,6 +137,8 @@ def evaluate(store: Store | Path | str, data: Path | str, *, split: str = "test"
     mean, per_query = ir_metrics(beir.qrels, run, measured)
     some, every = beir.queries_missing_documents()
     relevant, warnings = coverage(beir, set(searcher.doc_ids))
+    for w in warnings:
+        log.warning("warning: %s", w)
     meta = store.meta()
     summary_path = store.root / SUMMARY_FILE
     truncated = json.loads(summary_path.read_text()).get("truncated_documents") if summary_path.is_file() else None

@@ -13,8 +13,7 @@ def eval_(
     out: Annotated[Path, typer.Argument(help="Store folder written by `embedlab embed`.")],
     data: Annotated[Path, typer.Option(help="BEIR folder: corpus.jsonl[.gz], queries.jsonl, qrels/<split>.tsv.")],
     split: Annotated[str, typer.Option(help="Qrels split; its queries are those the qrels name.")] = "test",
-    k: Annotated[int, typer.Option("--k", help="Documents retrieved per query; a metric cut deeper (recall@100 "
-                                              "with --k 20) is measured and named at this depth.")] = 100,
+    k: Annotated[int, typer.Option("--k", help="Documents retrieved per query.")] = 100,
     query_prefix: Annotated[Optional[str], typer.Option(
         help="Text put before each query. Default: the model's own query prompt ('' for all-MiniLM-L6-v2).")] = None,
     keep_identical_ids: Annotated[bool, typer.Option(
@@ -24,9 +23,9 @@ def eval_(
 ) -> None:
     """Score a store on a BEIR split: nDCG@10, Recall@10/@100, MRR@10, MAP@100 (pytrec_eval).
 
-    Qrels lines naming documents absent from the corpus are kept, as BEIR keeps them. Writes
-    OUT/_eval/<dataset>-<split>-k<K>[...].json (one per setting: metrics, config, model, store checksum)
-    and a TREC run file beside it.
+    Qrels lines naming documents absent from the corpus are kept, as BEIR keeps them; a metric cut deeper
+    than --k is measured and named at --k. Writes OUT/_eval/<dataset>-<split>-k<K>[...].json (one per
+    setting: metrics, config, model, store checksum) and a TREC run file beside it.
     """
     from embedlab.beir import BeirError
     from embedlab.cli import fail
@@ -40,8 +39,6 @@ def eval_(
         raise fail(str(e)) from None
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
-        for w in result.warnings:
-            typer.echo(f"warning: {w}", err=True)
     else:
         typer.echo(result.table())
 
