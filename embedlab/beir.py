@@ -133,7 +133,8 @@ def load_split(folder: Path | str, split: str = "test", doc_ids: set[str] | None
                 continue
             where = (str(qrels_path), lineno)
             if len(row) != 3:
-                problems.append(QrelsProblem(*where, None, f"expected 3 tab-separated fields, got {len(row)}"))
+                problems.append(QrelsProblem(*where, None, f"expected 3 tab-separated fields, got "
+                                             f"{len(row)}"))
                 continue
             qid, did, grade = (x.strip() for x in row)
             try:
@@ -145,8 +146,8 @@ def load_split(folder: Path | str, split: str = "test", doc_ids: set[str] | None
                 problems.append(QrelsProblem(*where, did, f"query id {qid!r} is not in queries.jsonl"))
                 continue
             if did not in doc_ids:
-                problems.append(QrelsProblem(*where, did, f"document id {did!r} is not in the corpus; "
-                                             "kept, as BEIR keeps it (the query can never retrieve it)", KEPT))
+                problems.append(QrelsProblem(*where, did, f"document id {did!r} is not in the corpus; kept, "
+                                             "as BEIR keeps it (the query can never retrieve it)", KEPT))
                 absent.setdefault(qid, {})[did] = g
             qrels.setdefault(qid, {})[did] = g
     return BeirSplit(split, {q: all_queries[q] for q in qrels}, qrels, problems, absent)

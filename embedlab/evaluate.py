@@ -61,15 +61,17 @@ class EvalResult:
             tail.append(f"run cut at --k {self.k}: " + ", ".join(
                 f"{a} measured as {b}" for a, b in self.metrics_capped.items()))
         if self.queries_missing_documents:
-            tail.append(f"{self.queries_missing_documents} queries have relevant documents missing from the "
-                        f"corpus ({self.queries_without_documents} have none left and score 0); scored as BEIR does")
+            tail.append(f"{self.queries_missing_documents} queries have relevant documents missing from "
+                        f"the corpus ({self.queries_without_documents} have none left and score 0); scored "
+                        "as BEIR does")
         rel = self.relevant_documents
         if rel and (rel["in_store"] < rel["split"]):
-            tail.append(f"relevant documents: {rel['split']:,} in the qrels, {rel['in_corpus']:,} in the corpus, "
-                        f"{rel['in_store']:,} in the store")
+            tail.append(f"relevant documents: {rel['split']:,} in the qrels, {rel['in_corpus']:,} in the "
+                        f"corpus, {rel['in_store']:,} in the store")
         skipped = sum(p.get("severity") != "warning" for p in self.problems)
         if self.problems:
-            tail.append(f"{len(self.problems)} qrels/query line(s) reported ({skipped} skipped; listed in the JSON)")
+            tail.append(f"{len(self.problems)} qrels/query line(s) reported ({skipped} skipped; listed in "
+                        "the JSON)")
         if self.json_path:
             tail.append(f"result: {self.json_path}\nrun:    {self.run_path}")
         return "\n".join([head, *rows, *tail])

@@ -144,7 +144,8 @@ def test_a_metric_deeper_than_the_run_is_measured_and_named_at_the_depth(beir_fo
     r100 = evaluate(whole, data)
     assert r20.metrics["ndcg@10"] == r100.metrics["ndcg@10"]
     # one result file per setting: neither run overwrote the other
-    assert r20.json_path != r100.json_path and Path(r20.json_path).is_file() and Path(r100.json_path).is_file()
+    assert r20.json_path != r100.json_path
+    assert Path(r20.json_path).is_file() and Path(r100.json_path).is_file()
     assert json.loads(Path(r20.json_path).read_text())["k"] == 20
     assert len(read_run(Path(r20.run_path))["q0"]) == 20
 
@@ -160,7 +161,8 @@ def test_a_store_of_part_of_the_corpus_says_so_and_warns(beir_folder, stores):
     assert set(out["metrics"]) == {"ndcg@5", "recall@5", "mrr@5", "map@5"} and out["k"] == 5
     assert "warning: the store holds 3 of the 4 relevant documents" in proc.stderr
     assert "--limit" in proc.stderr
-    table = subprocess.run([*EMBEDLAB, "eval", str(part), "--data", str(data)], capture_output=True, text=True)
+    table = subprocess.run([*EMBEDLAB, "eval", str(part), "--data", str(data)], capture_output=True,
+                           text=True)
     assert table.returncode == 0 and "4 queries scored" in table.stdout
     assert "2 queries have relevant documents missing from the corpus (1 have none left" in table.stdout
     assert "relevant documents: 6 in the qrels, 4 in the corpus, 3 in the store" in table.stdout
