@@ -156,9 +156,10 @@ class Results:
         return path
 
     def write_csv(self, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> Path:
-        """Tidy rows, one per run or point, each with the machine line."""
+        """Tidy rows, one per run or point, each with the machine line (the last column)."""
+        cols = list(columns) if columns is not None else list(dict.fromkeys(c for r in rows for c in r))
         return self.write_text(csv_text([{**r, "machine": self.machine_line()} for r in rows],
-                                        None if columns is None else [*columns, "machine"]), "csv")
+                                        [*cols, "machine"]), "csv")
 
 
 def command_line() -> str:
