@@ -120,7 +120,7 @@ class EmbedResult:
             f"rejected    {self.rejected:,}" + (f"  -> {self.rejects_path}" if self.rejected else ""),
         ]
         if self.repaired_documents:
-            lines.append(f"repaired    {self.repaired_documents:,} documents: lone surrogates replaced by U+FFFD")
+            lines.append(f"repaired    {self.repaired_documents:,} documents (lone surrogates -> U+FFFD)")
         if self.truncated_documents:
             lines.append(f"truncated   {self.truncated_documents:,} documents lost "
                          f"{self.truncated_tokens:,} tokens past the model's max length")
@@ -238,7 +238,8 @@ def embed_partition(part: Partition, out: str, encode: EncodeConfig) -> Partitio
                             stats.tokens - before.tokens, stats.padded_tokens - before.padded_tokens)
 
 
-def embed_partition_task(part: Partition, out: str, encode: EncodeConfig) -> PartitionOutcome | EnvironmentFault:
+def embed_partition_task(part: Partition, out: str, encode: EncodeConfig,
+                         ) -> PartitionOutcome | EnvironmentFault:
     """:func:`embed_partition` as a Dask task. A full disk or a read-only store comes back as the
     task's value, not its exception: the worker neither retries it nor logs a traceback, and the
     driver raises it as one line."""

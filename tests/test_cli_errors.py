@@ -29,14 +29,17 @@ def cases(tmp: Path) -> dict[str, tuple[list[str], str, str]]:
     (tmp / "notastore" / "data.txt").write_text("someone's files")
     out = str(tmp / "out")
     return {
-        "missing": ([str(tmp / "missing.jsonl"), "--out", out], "missing.jsonl", "corpus path does not exist"),
-        "empty": ([str(tmp / "empty.jsonl"), "--out", out + "1"], "empty.jsonl", "no document could be embedded"),
+        "missing": ([str(tmp / "missing.jsonl"), "--out", out], "missing.jsonl",
+                    "corpus path does not exist"),
+        "empty": ([str(tmp / "empty.jsonl"), "--out", out + "1"], "empty.jsonl",
+                  "no document could be embedded"),
         "not gzip": ([str(tmp / "plain.jsonl.gz"), "--out", out + "2"], "plain.jsonl.gz", "not gzip data"),
         "gzip header only": ([str(tmp / "header.jsonl.gz"), "--out", out + "3"], "header.jsonl.gz",
                              "ends before any line"),
         "broken parquet": ([str(tmp / "broken.parquet"), "--out", out + "4"], "broken.parquet",
                            "not a readable Parquet file"),
-        "parquet column": ([str(tmp / "nocol.parquet"), "--out", out + "5"], "nocol.parquet", "no column 'text'"),
+        "parquet column": ([str(tmp / "nocol.parquet"), "--out", out + "5"], "nocol.parquet",
+                           "no column 'text'"),
         "unknown format": ([str(tmp / "c.csv"), "--out", out + "6"], "c.csv", "cannot tell the format"),
         "only bad records": ([str(tmp / "bad.jsonl"), "--out", out + "7"], "_rejects.jsonl",
                              "no document could be embedded (2 record(s) rejected"),

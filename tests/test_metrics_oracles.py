@@ -31,10 +31,12 @@ def cluster():
         yield c.scheduler_address
 
 
-def write_beir(root: Path, docs: list[dict], queries: dict[str, str], qrels: list[tuple[str, str, int]]) -> Path:
+def write_beir(root: Path, docs: list[dict], queries: dict[str, str],
+               qrels: list[tuple[str, str, int]]) -> Path:
     root.mkdir(parents=True)
     (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
-    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
+    (root / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in queries.items()))
     (root / "qrels").mkdir()
     (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n"
                                              + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels))
@@ -44,7 +46,8 @@ def write_beir(root: Path, docs: list[dict], queries: dict[str, str], qrels: lis
 def test_reported_metrics_equal_ranx_on_every_query(tmp_path, scifact_docs, tiny, cluster):
     docs = scifact_docs[:30]
     queries = {f"q{i}": " ".join(docs[i]["text"].split()[:12]) for i in range(8)}
-    qrels = [(f"q{i}", docs[i]["_id"], 1) for i in range(8)] + [(f"q{i}", docs[i + 10]["_id"], 2) for i in range(0, 8, 2)]
+    qrels = ([(f"q{i}", docs[i]["_id"], 1) for i in range(8)]
+             + [(f"q{i}", docs[i + 10]["_id"], 2) for i in range(0, 8, 2)])
     data = write_beir(tmp_path / "beir", docs, queries, qrels)
     store = embedlab.embed(data / "corpus.jsonl", tmp_path / "store", model=tiny, progress=False,
                            scheduler=cluster).out
