@@ -201,7 +201,8 @@ def _record(obj: Any, cfg: CorpusConfig, source: str, line: int) -> Record:
     try:
         text = _text(obj[cfg.text_field])
     except UnicodeDecodeError as e:
-        return Reject(source, line, doc_id, f"text field {cfg.text_field!r} is not valid UTF-8 at byte {e.start}")
+        return Reject(source, line, doc_id,
+                      f"text field {cfg.text_field!r} is not valid UTF-8 at byte {e.start}")
     if text is None:
         return Reject(source, line, doc_id, f"text field {cfg.text_field!r} must be a string, "
                       f"got {type(obj[cfg.text_field]).__name__}")

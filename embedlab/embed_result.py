@@ -79,7 +79,7 @@ class EmbedResult:
             f"rejected    {self.rejected:,}" + (f"  -> {self.rejects_path}" if self.rejected else ""),
         ]
         if self.repaired_documents:
-            lines.append(f"repaired    {self.repaired_documents:,} documents: lone surrogates replaced by U+FFFD")
+            lines.append(f"repaired    {self.repaired_documents:,} documents (lone surrogates -> U+FFFD)")
         if self.truncated_documents:
             lines.append(f"truncated   {self.truncated_documents:,} documents lost "
                          f"{self.truncated_tokens:,} tokens past the model's max length")

@@ -177,7 +177,7 @@ def _feed_op(raw: bytes, cfg: CorpusConfig, source: str, line: int) -> FeedOp | 
         return obj
     op = obj.get("op", Op.UPSERT.value)
     if op not in (Op.UPSERT.value, Op.DELETE.value):
-        return Reject(source, line, None, f"op must be upsert or delete; got {op!r}")
+        return Reject(source, line, None, f"op must be upsert or delete; got {short(op)}")
     if op == Op.DELETE.value:
         doc_id = normalize_doc_id(obj.get(cfg.id_field))
         if doc_id is None:
@@ -405,8 +405,8 @@ class UpdateResult:
             f"tombstoned  {self.chunks_tombstoned:,} chunks",
             f"partitions  {self.partitions_added:,} added{resumed}"
             + (f", {self.partitions_compacted:,} compacted" if self.partitions_compacted else ""),
-            f"rejected    {self.rejected:,}" + (f" (and {self.repaired_documents:,} documents repaired: lone "
-                                                 "surrogates replaced by U+FFFD)" if self.repaired_documents else ""),
+            f"rejected    {self.rejected:,}" + (f" ({self.repaired_documents:,} documents repaired: lone "
+                                                 "surrogates -> U+FFFD)" if self.repaired_documents else ""),
             f"wall time   {self.wall_seconds:.1f} s"
             + (f" (encode {self.embed.get('encode_wall_seconds', 0.0):.1f} s)" if self.embed else ""),
             f"store       {self.out}" + ("" if self.committed else " (unchanged)"),

@@ -150,7 +150,8 @@ def embed_partition(part: Partition, out: str, encode: EncodeConfig) -> Partitio
                             stats.tokens - before.tokens, stats.padded_tokens - before.padded_tokens)
 
 
-def embed_partition_task(part: Partition, out: str, encode: EncodeConfig) -> PartitionOutcome | EnvironmentFault:
+def embed_partition_task(part: Partition, out: str, encode: EncodeConfig,
+                         ) -> PartitionOutcome | EnvironmentFault:
     """:func:`embed_partition` as a Dask task. A full disk or a read-only store comes back as the
     task's value, not its exception: the worker neither retries it nor logs a traceback, and the
     driver raises it as one line."""

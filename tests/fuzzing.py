@@ -136,7 +136,8 @@ HOSTILE_JSONL = [
     (b'{"_id": "text-null", "text": null, "title": null}', ("reject", "missing text field")),
     (b'{"_id": "title-num", "title": 7, "text": "a numeric title is ignored"}', ("doc", "title-num")),
     (b"[" * 100_000, ("reject", "nested too deeply")),
-    (b'{"_id": "deep", "text": "x", "extra": ' + b"[" * 5000 + b"]" * 5000 + b"}", ("reject", "nested too deeply")),
+    (b'{"_id": "deep", "text": "x", "extra": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+     ("reject", "nested too deeply")),
     (b'{"_id": "nul", "text": "escaped \\u0000 and raw \x00 NUL"}', ("doc", "nul")),
     (b'{"_id": "bad-utf8", "text": "bytes \xff\xfe inside a string"}', ("reject", "not valid UTF-8")),
     (b'{"_id": "cesu", "text": "an encoded surrogate \xed\xa0\x80"}', ("reject", "not valid UTF-8")),
@@ -287,7 +288,8 @@ PARQUET_TYPES = {
     "int64": (lambda pa: pa.int64(), st.one_of(st.none(), st.integers(-2**63, 2**63 - 1))),
     "float64": (lambda pa: pa.float64(), st.one_of(st.none(), st.floats())),
     "bool": (lambda pa: pa.bool_(), st.one_of(st.none(), st.booleans())),
-    "list": (lambda pa: pa.list_(pa.string()), st.one_of(st.none(), st.lists(st.text(max_size=3), max_size=2))),
+    "list": (lambda pa: pa.list_(pa.string()),
+             st.one_of(st.none(), st.lists(st.text(max_size=3), max_size=2))),
 }
 
 
@@ -334,7 +336,9 @@ def check_parquet(path: Path, types: dict[str, str], rows: list[dict[str, Any]],
         for rec, row in zip(got, rows):
             doc_id, title, text = (_utf8(row[name]) for name in FIELDS)
             doc_id = oracle_id(doc_id)
-            full = ((title + " " + text) if isinstance(title, str) else text).strip() if isinstance(text, str) else ""
+            full = ""
+            if isinstance(text, str):
+                full = ((title + " " + text) if isinstance(title, str) else text).strip()
             good = doc_id is not None and bool(full) and doc_id not in seen
             if good:
                 seen.add(doc_id)

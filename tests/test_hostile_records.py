@@ -75,7 +75,8 @@ def test_hostile_parquet_rows_are_rejected_one_by_one(tmp_path):
                              "title": pa.array([1, 2, 3, 4])}),
                    ["x"], {2: "id field", 3: "not valid UTF-8", 4: "missing text field"}),
         "struct": (pa.table({"_id": pa.array([{"a": 1}, None, {"a": 2}]),
-                             "text": pa.array(["x", "y", "z"])}), [], {1: "got dict", 2: "id field", 3: "got dict"}),
+                             "text": pa.array(["x", "y", "z"])}),
+                   [], {1: "got dict", 2: "id field", 3: "got dict"}),
         "ints": (pa.table({"_id": pa.array([2**63 - 1, 7], pa.int64()), "text": ["big", "seven"],
                            "title": [None, "T"]}), [str(2**63 - 1), "7"], {}),
     }
@@ -93,8 +94,8 @@ def test_hostile_parquet_rows_are_rejected_one_by_one(tmp_path):
 def test_a_damaged_parquet_row_group_costs_its_rows_only(tmp_path):
     n = 3000
     path = tmp_path / "c.parquet"
-    pq.write_table(pa.table({"_id": [f"d{i}" for i in range(n)], "text": [f"text {i} " * 20 for i in range(n)]}),
-                   path, row_group_size=1000)
+    table = pa.table({"_id": [f"d{i}" for i in range(n)], "text": [f"text {i} " * 20 for i in range(n)]})
+    pq.write_table(table, path, row_group_size=1000)
     page = pq.ParquetFile(path).metadata.row_group(1).column(1).data_page_offset
     data = bytearray(path.read_bytes())
     data[page + 50:page + 400] = bytes(b ^ 0x5A for b in data[page + 50:page + 400])

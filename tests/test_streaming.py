@@ -116,7 +116,8 @@ def test_stream_embeds_every_arrival_and_reports_latency(streamed):
     [top] = searcher.search([new_text], 1)[0]  # the rewritten document's own text finds it first
     assert top.doc_id == changed["_id"] and top.score > 0.9999
     t = pa.concat_tables(Store(root / "out").iter_tables(["doc_id", "text"]))
-    live = [x for d, x in zip(t.column("doc_id").to_pylist(), t.column("text").to_pylist()) if d == changed["_id"]]
+    rows = zip(t.column("doc_id").to_pylist(), t.column("text").to_pylist())
+    live = [x for d, x in rows if d == changed["_id"]]
     assert live == [new_text]  # only the rewrite is live: the old chunks are tombstoned
 
 

@@ -90,8 +90,8 @@ def test_parquet_with_hostile_rows(tmp_path, tiny_model, scifact_docs, scheduler
     ids = [d["_id"].encode() for d in docs] + [None, b"\xff\xfe", b"dup", b"dup", b"ok-binary"]
     texts = [d["text"].encode() for d in docs] + [b"no id", b"bad id", b"first", b"second", b"text \xff"]
     corpus = tmp_path / "c.parquet"
-    pq.write_table(pa.table({"_id": pa.array(ids, pa.binary()),
-                             "text": pa.array(texts, pa.binary()).view(pa.string())}), corpus, row_group_size=8)
+    table = pa.table({"_id": pa.array(ids, pa.binary()), "text": pa.array(texts, pa.binary()).view(pa.string())})
+    pq.write_table(table, corpus, row_group_size=8)
     r = embedlab.embed(corpus, tmp_path / "out", model=str(tiny_model), progress=False,
                         scheduler=scheduler)
     rejects = [json.loads(x) for x in r.rejects_path.read_text().splitlines()]
