@@ -1,28 +1,26 @@
 """What a local Dask cluster takes from the encoder's cores by itself: CPU of an idle cluster.
 
-    .venv/bin/python benchmarks/bench_cluster_idle.py [--seconds 30] [--repeats 3]
+    .venv/bin/python benchmarks/bench_cluster_idle.py [--seconds 30] [--repeats 3] [--results DIR]
 
 On a CPU machine the encoder's torch threads fill every core, so any other thread that wakes
 takes a core from a forward pass. This starts a one-worker cluster with Dask's defaults and one
 as embedlab starts it (``embedlab.cluster.connect``), in turn, lets each sit idle, and reads from
 /proc the CPU time used by the driver process (scheduler, nanny and client live there) and by
 the worker. It prints the median share of a core over the repeats and each worker's periodic
-callbacks, and writes the table to benchmarks/results/cluster_idle_cpu.md.
+callbacks, and writes the table to benchmarks/results/cluster_idle_<machine>_<date>.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
-import statistics
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import markdown_table, write_results  # noqa: E402
+from common import Results, Spread, command_line, in_turn, markdown_table, parser  # noqa: E402
 
 WATCHED = ("tick", "memory_monitor", "monitor", "profile")
 
@@ -68,40 +66,35 @@ def idle_share(start, seconds: float) -> tuple[float, float, dict[str, float]]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    t0 = time.perf_counter()
-    setups = [("Dask defaults (LocalCluster)", dask_defaults), ("embedlab (cluster.connect)", embedlab_cluster)]
-    runs: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in setups}
-    callbacks: dict[str, dict[str, float]] = {}
-    for _ in range(args.repeats):
-        for name, start in setups:
-            driver, worker, callbacks[name] = idle_share(start, args.seconds)
-            runs[name].append((driver, worker))
-            print(f"{name}: driver {driver:.2%}, worker {worker:.2%} of a core", flush=True)
+    results = Results("cluster_idle", args.results)
+    setups = {"Dask defaults (LocalCluster)": dask_defaults, "embedlab (cluster.connect)": embedlab_cluster}
+    def progress(name: str, r: tuple) -> None:
+        print(f"{name}: driver {r[0]:.2%}, worker {r[1]:.2%} of a core", flush=True)
 
+    runs = in_turn({name: (lambda start=start: idle_share(start, args.seconds))
+                    for name, start in setups.items()}, args.repeats, progress)
     rows = []
     base = None
-    for name, _ in setups:
-        driver = statistics.median(d for d, _ in runs[name])
-        worker = statistics.median(w for _, w in runs[name])
+    for name in setups:
+        driver = Spread([d for d, _, _ in runs[name]]).median
+        worker = Spread([w for _, w, _ in runs[name]]).median
         base = base or driver + worker
-        cb = callbacks[name]
+        cb = runs[name][-1][2]
         rows.append([name, f"{driver:.2%}", f"{worker:.2%}", f"{driver + worker:.2%}",
                      f"{(driver + worker) / base:.2f}",
                      *[f"{cb[k]:.0f}" if k in cb else "off" for k in WATCHED]])
     header = ["cluster, 1 worker, idle", "driver (scheduler, nanny, client)", "worker", "together",
               "x Dask defaults", *[f"worker {k} (ms)" for k in WATCHED]]
-    write_results(
-        "cluster_idle_cpu.md", "CPU an idle local Dask cluster takes (share of one core)",
+    results.write_markdown(
+        "CPU an idle local Dask cluster takes (share of one core)",
         f"Median of {args.repeats} idle spells of {args.seconds:.0f} s each, the two clusters taken in turn; "
         "CPU time (user + system) from /proc.",
-        markdown_table(header, rows),
-        f".venv/bin/python benchmarks/bench_cluster_idle.py --seconds {args.seconds:.0f} --repeats {args.repeats}",
-        t0)
+        markdown_table(header, rows), command_line())
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 Runs :func:`embedlab.experiments.compress.compress` on a ``--truncate`` SciFact store (one chunk
 per document, all-MiniLM-L6-v2 fp32), plus two runs that repeat the reference protocol of
 sentence-transformers' ``quantize_embeddings``: int8 with min/max ranges, and binary with
-float32 rescoring of the top 40 (k=10). Writes ``compress_scifact.{csv,png,md}``.
+float32 rescoring of the top 40 (k=10). Writes ``compress_<dataset>_<machine>_<date>.{csv,png,md}``
+into benchmarks/results (``--results DIR``: elsewhere).
 
     .venv/bin/embedlab embed ../shared/data/scifact/corpus.jsonl.gz --out /tmp/sf-trunc --truncate
     .venv/bin/python benchmarks/bench_compress.py --store /tmp/sf-trunc --data ../shared/data/scifact
@@ -12,12 +13,14 @@ float32 rescoring of the top 40 (k=10). Writes ``compress_scifact.{csv,png,md}``
 from __future__ import annotations
 
 import argparse
-import csv
-import io
+import sys
 from pathlib import Path
 from typing import Any
 
-from embedlab.experiments.compress import compress, plot_tradeoff
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import DATA, Results, command_line, markdown_table, parser  # noqa: E402
+from embedlab.experiments.compress import compress, plot_tradeoff  # noqa: E402
 
 DIMS = (384, 256, 128, 64)
 METHODS = ("float32", "float16", "int8", "int8-sym", "binary", "binary+rescore", "pq")
@@ -36,47 +39,45 @@ def pct(v: Any, scale: float = 100, fmt: str = "{:.1f}") -> str:
     return "" if v in (None, "") else fmt.format(float(v) * scale)
 
 
-def markdown(runs: dict[str, list[dict[str, Any]]], machine: dict[str, Any], args: argparse.Namespace) -> str:
+def markdown(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace,
+             csv_name: str) -> tuple[str, str]:
+    """The results page's intro and body."""
     main = runs["main"]
     base = next(r for r in main if r["method"] == "float32" and r["dim"] == DIMS[0])
-    out = [
-        "# Compression tiers on SciFact (all-MiniLM-L6-v2)",
-        "",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores (shared with other jobs), "
-        f"FAISS threads {args.threads}, search batch {args.batch_size} queries, "
-        f"median of {args.repeats} timed passes after a warm-up.",
+    intro = "\n".join([
+        f"FAISS threads {args.threads} (the machine is shared with other jobs), search batch "
+        f"{args.batch_size} queries, median of {args.repeats} timed passes after a warm-up.",
         f"Store: SciFact corpus embedded with `--truncate` ({base['n_vectors']} documents, one vector each); "
         f"{base['n_queries']} test queries; document-level retrieval as `embedlab eval`; "
         f"float32 exact nDCG@10 = {100 * base['ndcg@10']:.2f}.",
         "",
-        "Produced by `benchmarks/bench_compress.py`; every row is in `compress_scifact.csv`.",
+        f"Produced by `benchmarks/bench_compress.py`; every row is in `{csv_name}`.",
         "Bytes/vec is what one vector takes in the searched index (FAISS ids excluded); index KiB is "
         "everything the tier writes (ids and, for binary+rescore, the float32 rescoring vectors kept "
-        "on disk).",
-        "",
-        "| dim | method | bytes/vec | nDCG@10 | retention % | R@100 | R@100 ret. % | top-10 overlap "
-        "| index KiB | build s | ms/query | Pareto |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in main:
-        out.append(
-            f"| {r['dim']} | {r['method']} | {r['bytes_per_vector']} | {pct(r['ndcg@10'], fmt='{:.2f}')} "
-            f"| {pct(r['ndcg@10_retention'])} | {pct(r['recall@100'], fmt='{:.2f}')} "
-            f"| {pct(r['recall@100_retention'])} | {r['overlap@10']:.3f} | {r['index_bytes'] / 1024:.0f} "
-            f"| {r['build_s']:.3f} | {r['search_ms_per_query']:.3f} | {'*' if r['pareto'] else ''} |")
-    out += ["", "## Against the reference points", "",
-            "| tier | reference retention % | ours % | difference (points) |", "|---|---|---|---|"]
+        "on disk)."])
+    out = [markdown_table(
+        ["dim", "method", "bytes/vec", "nDCG@10", "retention %", "R@100", "R@100 ret. %", "top-10 overlap",
+         "index KiB", "build s", "ms/query", "Pareto"],
+        [[r["dim"], r["method"], r["bytes_per_vector"], pct(r["ndcg@10"], fmt="{:.2f}"),
+          pct(r["ndcg@10_retention"]), pct(r["recall@100"], fmt="{:.2f}"), pct(r["recall@100_retention"]),
+          f"{r['overlap@10']:.3f}",
+          f"{r['index_bytes'] / 1024:.0f}", f"{r['build_s']:.3f}", f"{r['search_ms_per_query']:.3f}",
+          "*" if r["pareto"] else ""] for r in main])]
+    rows = []
     for name, method, dim, run, ref in REFERENCE:
         r = next(x for x in runs[run] if x["method"] == method and x["dim"] == dim)
         ours = 100 * r["ndcg@10"] / base["ndcg@10"]
-        out.append(f"| {name} | {ref:.1f} | {ours:.1f} | {round(ours - ref, 1) + 0:+.1f} |")
+        rows.append([name, f"{ref:.1f}", f"{ours:.1f}", f"{round(ours - ref, 1) + 0:+.1f}"])
+    out += ["", "## Against the reference points", "",
+            markdown_table(["tier", "reference retention %", "ours %", "difference (points)"], rows)]
     targets = [("binary+rescore (float32, top 400 Hamming)", "main", "binary+rescore", 98.0),
                ("binary+rescore (float32, top 40 Hamming)", "top40", "binary+rescore", 98.0),
                ("int8 (p99.9 ranges, float query against decoded codes)", "main", "int8", 99.0)]
-    out += ["", "| target at 384 dims | required % | ours % |", "|---|---|---|"]
+    rows = []
     for name, run, method, need in targets:
         r = next(x for x in runs[run] if x["method"] == method and x["dim"] == DIMS[0])
-        out.append(f"| {name} | >= {need:.0f} | {100 * r['ndcg@10'] / base['ndcg@10']:.1f} |")
+        rows.append([name, f">= {need:.0f}", f"{100 * r['ndcg@10'] / base['ndcg@10']:.1f}"])
+    out += ["", markdown_table(["target at 384 dims", "required %", "ours %"], rows)]
     ret = {(run, r["method"], r["dim"]): 100 * r["ndcg@10"] / base["ndcg@10"]
            for run, rs in runs.items() for r in rs}
     pq = next(r for r in main if r["method"] == "pq")
@@ -102,20 +103,20 @@ def markdown(runs: dict[str, list[dict[str, Any]]], machine: dict[str, Any], arg
         "(pytrec_eval's, by document id) moves nDCG@10. A one-off check breaking the ties at random "
         "(20 seeds) gave 89.9-91.5% retention at 384 dimensions: the 0.3-point gap to the reference is "
         "within that spread.",
-        "- Timings come from a 2-core VM shared with other jobs: read ms/query as relative, not absolute.",
+        "- Timings come from a machine shared with other jobs: read ms/query as relative, not absolute.",
     ]
-    return "\n".join(out) + "\n"
+    return intro, "\n".join(out)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--store", type=Path, default=Path("/tmp/sf-trunc"))
-    p.add_argument("--data", type=Path, default=Path("../shared/data/scifact"))
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    p.add_argument("--data", type=Path, default=DATA / "scifact")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
+    results = Results(f"compress_{args.data.name}", args.results, device=None)
     common = {"eval_data": args.data, "threads": args.threads, "batch_size": args.batch_size, "seed": 0}
 
     result = compress(args.store, dims=DIMS, methods=METHODS, repeats=args.repeats, **common)
@@ -126,23 +127,12 @@ def main() -> None:
         "top40": compress(args.store, dims=DIMS[:1], methods=("binary+rescore",), k=10, repeats=1,
                           write=False, **common).rows,
     }
-    m = result.machine
-    rows = [{"run": name, **r, "cpu": m["cpu"], "cores": m["cores"]} for name, rs in runs.items() for r in rs]
-    print(f"machine: {m['cpu']}, {m['cores']} cores, faiss threads {m['faiss_threads']}, "
-          f"batch {args.batch_size} queries, {args.repeats} repeats")
-    print(result.table())
-    args.out.mkdir(parents=True, exist_ok=True)
-    buf = io.StringIO()
-    columns = list(dict.fromkeys(c for r in rows for c in r))
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    (args.out / "compress_scifact.csv").write_text(buf.getvalue())
-    plot_tradeoff(result.rows, args.out / "compress_scifact.png",
+    results.machine = result.machine  # with the FAISS threads the timings used
+    csv_path = results.write_csv([{"run": name, **r} for name, rs in runs.items() for r in rs])
+    plot_tradeoff(result.rows, results.path("png"),
                   title="SciFact, all-MiniLM-L6-v2: nDCG@10 against bytes per vector")
-    md = markdown(runs, m, args)
-    (args.out / "compress_scifact.md").write_text(md)
-    print(md.split("## Against the reference points")[1])
+    intro, body = markdown(runs, args, csv_path.name)
+    results.write_markdown("Compression tiers on SciFact (all-MiniLM-L6-v2)", intro, body, command_line())
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Encoder throughput against sentence-transformers on the same model, texts and cores.
 
-    .venv/bin/python benchmarks/bench_encode.py [--docs 160] [--pipeline-docs 600] [--full] [--repeats 3] [--full-repeats 3]
+    .venv/bin/python benchmarks/bench_encode.py [--docs 160] [--pipeline-docs 600] [--full] [--repeats 3] \
+        [--full-repeats 3] [--results DIR]
 
 Part 1, in this process: SciFact documents chunked at 256 tokens (overlap 32) by embedlab; the
 same chunk texts go to `SentenceTransformer.encode` (its best batch size of 32/64/128) and to
@@ -24,19 +25,17 @@ Loading embedlab's CPU encoder sets glibc's malloc to keep freed memory (embedla
 the whole process: in part 1 sentence-transformers runs under the same settings, so part 1
 compares the compute paths; part 2's plain script is a process of its own, without them.
 
-Prints one markdown table and writes benchmarks/results/encode_cpu.md.
+Prints one markdown table and writes benchmarks/results/encode[_full]_<machine>_<date>.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import gzip
 import itertools
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -49,7 +48,8 @@ import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import torch  # noqa: E402
 
-from common import DATA, RESULTS, machine, markdown_table, run_sampled  # noqa: E402
+from common import (DATA, Results, Spread, command_line, in_turn, markdown_table, parser,  # noqa: E402
+                    run_sampled, timed)
 from embedlab.chunking import Chunker  # noqa: E402
 from embedlab.config import CorpusConfig, EncodeConfig  # noqa: E402
 from embedlab.corpus import Document, read_corpus  # noqa: E402
@@ -81,25 +81,8 @@ def matmul_ceiling(repeats: int = 20) -> float:
     else gets in the way.
     """
     a, b = torch.randn(16384, 384), torch.randn(384, 1536)
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * 16384 * 384 * 1536 / best / 1e9
-
-
-def timed(fn, repeats: int) -> tuple[float, float, float, object]:
-    """Median, min and max seconds of ``repeats`` calls after one warm-up; and the last result."""
-    out = fn()
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts), min(ts), max(ts), out
+    seconds, _ = timed(lambda: a @ b, repeats=repeats, warmup=3)
+    return 2 * 16384 * 384 * 1536 / seconds.lo / 1e9
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -118,13 +101,13 @@ class Table:
     ceiling: float
     rows: list[list[object]] = field(default_factory=list)
 
-    def add(self, name: str, chunks: int, tokens: int, med: float, lo: float | None = None,
-            hi: float | None = None, ref: float | None = None, cos: float | None = None,
-            busy: float | None = None, rss: float | None = None) -> None:
+    def add(self, name: str, chunks: int, tokens: int, seconds: Spread, ref: float | None = None,
+            cos: float | None = None, busy: float | None = None, rss: float | None = None) -> None:
+        """A row from the runs' seconds; ``ref``: the peer's median seconds (the "x" column)."""
+        med = seconds.median
         gf = tokens / med * self.fpt / 1e9
         self.rows.append([
-            name, f"{chunks:,}", f"{chunks / med:.2f}",
-            f"{chunks / hi:.2f}-{chunks / lo:.2f}" if lo is not None and hi is not None else "",
+            name, f"{chunks:,}", f"{chunks / med:.2f}", seconds.map(lambda s: chunks / s).range(),
             f"{tokens / med:,.0f}", f"{ref / med:.2f}" if ref else "1.00",
             f"{cos:.6f}" if cos is not None else "", f"{gf:.1f}", f"{100 * gf / self.ceiling:.0f}%",
             f"{busy:.0%}" if busy is not None else "", f"{rss:.0f}" if rss is not None else ""])
@@ -134,7 +117,7 @@ class Table:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--docs", type=int, default=160, help="SciFact documents for part 1")
     ap.add_argument("--pipeline-docs", type=int, default=600, help="documents for part 2 (0: skip)")
     ap.add_argument("--full", action="store_true", help="part 3: the whole corpus (about 20 minutes on 2 cores)")
@@ -147,8 +130,7 @@ def main() -> None:
     args = ap.parse_args()
     threads = os.cpu_count() or 1
     torch.set_num_threads(threads)
-    started = time.perf_counter()
-    load_before = os.getloadavg()[0]
+    results = Results("encode_full" if args.only_full else "encode", args.results, device="cpu")
     eager = Encoder(EncodeConfig(device="cpu", compile=False))
     cfg_model = eager.model.config
     docs = [r for r in read_corpus(CorpusConfig(path=args.data, limit=args.docs)) if isinstance(r, Document)]
@@ -167,22 +149,12 @@ def main() -> None:
     if args.full or args.only_full:
         table.section("whole corpus cut at 256 tokens: the pipeline against its own encoder")
         full_corpus(args, table, eager)
-    flags = " --only-full" if args.only_full else " --full" if args.full else ""
-    command = (f".venv/bin/python benchmarks/bench_encode.py --docs {args.docs} --pipeline-docs "
-               f"{args.pipeline_docs}{flags} --repeats {args.repeats}"
-               + (f" --full-repeats {args.full_repeats}" if args.full or args.only_full else ""))
-    text = ("# Encoder throughput vs sentence-transformers (CPU)\n\n"
-            f"Model all-MiniLM-L6-v2 fp32 unless named; {threads} torch threads. Median of {args.repeats} "
-            f"runs after a warm-up (part 1) or of {args.repeats} whole processes taken in turn (part 2). "
-            f"Matmul ceiling (16384x384 @ 384x1536, fp32, best of 20): {ceiling:.1f} GFLOP/s; model FLOPs "
-            f"{fpt / 1e6:.1f} MFLOP per token.\n\n"
-            + markdown_table(HEADER, table.rows)
-            + f"\n\nMachine: {machine()}\n"
-            f"Run: {time.perf_counter() - started:.0f} s; load average {load_before:.2f} before\n"
-            f"Command: {command}\n")
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / ("encode_cpu_full.md" if args.only_full else "encode_cpu.md")).write_text(text)
+    results.write_markdown(
+        "Encoder throughput vs sentence-transformers (CPU)",
+        f"Model all-MiniLM-L6-v2 fp32 unless named; {threads} torch threads. Median of {args.repeats} "
+        f"runs after a warm-up (part 1) or of {args.repeats} whole processes taken in turn (part 2). "
+        f"Matmul ceiling (16384x384 @ 384x1536, fp32, best of 20): {ceiling:.1f} GFLOP/s; model FLOPs "
+        f"{fpt / 1e6:.1f} MFLOP per token.", markdown_table(HEADER, table.rows), command_line())
 
 
 def in_process_rows(args, table: Table, eager: Encoder, ids: list, texts: list[str]) -> int:
@@ -198,17 +170,17 @@ def in_process_rows(args, table: Table, eager: Encoder, ids: list, texts: list[s
 
     st = SentenceTransformer(eager.info.path, device="cpu")
     st.encode(texts[:32], batch_size=32)
-    trial = {bs: timed(lambda bs=bs: st.encode(texts, batch_size=bs), 1)[0] for bs in (32, 64, 128)}
+    trial = {bs: timed(lambda bs=bs: st.encode(texts, batch_size=bs), repeats=1)[0].median
+             for bs in (32, 64, 128)}
     best = min(trial, key=trial.get)
-    st_med, st_lo, st_hi, st_vecs = timed(lambda: st.encode(texts, batch_size=best), args.repeats)
-    table.add(f"sentence-transformers encode, batch {best} (best of 32/64/128)", n, tokens, st_med, st_lo,
-              st_hi, cos=1.0)
+    st_s, st_vecs = timed(lambda: st.encode(texts, batch_size=best), repeats=args.repeats)
+    table.add(f"sentence-transformers encode, batch {best} (best of 32/64/128)", n, tokens, st_s, cos=1.0)
 
     def row(name: str, encoder: Encoder, **kw) -> tuple[float, np.ndarray]:
-        med, lo, hi, v = timed(lambda: encoder.encode_ids(ids, **kw), args.repeats)
+        seconds, v = timed(lambda: encoder.encode_ids(ids, **kw), repeats=args.repeats)
         c = cosines(v, st_vecs)
-        table.add(name.format(mean=c.mean()), n, tokens, med, lo, hi, ref=st_med, cos=c.min())
-        return med, v
+        table.add(name.format(mean=c.mean()), n, tokens, seconds, ref=st_s.median, cos=c.min())
+        return seconds.median, v
 
     budget = eager.max_batch_tokens
     fp32_med, _ = row(f"embedlab encoder (default: eager, batches <= {budget} tokens)", eager)
@@ -264,31 +236,32 @@ def whole_processes(args, table: Table, st_batch: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         corpus = first_docs(args.data, tmp / "corpus.jsonl", args.pipeline_docs)
-        st_runs, runs = [], {name: [] for name, _ in settings}
         outs = [tmp / f"out-{k}" for k in range(len(settings))]
-        for _ in range(args.repeats):
+
+        def st_script() -> tuple[float, float, dict]:
             proc, wall, peak = run_sampled([sys.executable, "-c", ST_SCRIPT, str(corpus), model_path,
                                             str(tmp / "st.parquet"), str(st_batch)], env=env)
             if proc.returncode != 0:
                 raise SystemExit(f"ST script failed: {proc.stderr[-2000:]}")
-            st_runs.append((wall, peak.total))
-            for (name, extra), out in zip(settings, outs):
-                runs[name].append(run_embed(corpus, out, extra, env))
+            return wall, peak.total, {}
+
+        setups = {"st": st_script}
+        for (name, extra), out in zip(settings, outs):
+            setups[name] = lambda out=out, extra=extra: run_embed(corpus, out, extra, env)
+        runs = in_turn(setups, args.repeats)
         st = pq.read_table(tmp / "st.parquet")
         st_vecs = dict(zip(st.column("doc_id").to_pylist(),
                            np.stack(st.column("vector").to_numpy(zero_copy_only=False))))
-        st_wall = statistics.median(w for w, _ in st_runs)
+        st_walls = Spread([w for w, _, _ in runs["st"]])
         summary = runs[settings[0][0]][0][2]
         n, tokens = summary["chunks"], summary["tokens"]
-        table.add(f"plain sentence-transformers script, batch {st_batch} (best in part 1)", n, tokens, st_wall,
-                  min(w for w, _ in st_runs), max(w for w, _ in st_runs), cos=1.0,
-                  rss=max(r for _, r in st_runs))
+        table.add(f"plain sentence-transformers script, batch {st_batch} (best in part 1)", n, tokens,
+                  st_walls, cos=1.0, rss=max(r for _, r, _ in runs["st"]))
         for (name, _), out in zip(settings, outs):
-            walls = [w for w, _, _ in runs[name]]
             doc_ids, vecs = store_vectors(out)
-            table.add(f"embedlab embed, {name}", n, tokens, statistics.median(walls), min(walls), max(walls),
-                      ref=st_wall, cos=cosines(vecs, np.stack([st_vecs[d] for d in doc_ids])).min(),
-                      busy=statistics.median(s["encoder_busy"] for _, _, s in runs[name]),
+            table.add(f"embedlab embed, {name}", n, tokens, Spread([w for w, _, _ in runs[name]]),
+                      ref=st_walls.median, cos=cosines(vecs, np.stack([st_vecs[d] for d in doc_ids])).min(),
+                      busy=Spread([s["encoder_busy"] for _, _, s in runs[name]]).median,
                       rss=max(r for _, r, _ in runs[name]))
 
 
@@ -305,9 +278,8 @@ def full_corpus(args, table: Table, encoder: Encoder) -> None:
     n, tokens = len(ids), int(sum(len(x) for x in ids))
 
     def encode_alone() -> tuple[float, np.ndarray]:
-        t0 = time.perf_counter()
-        vectors = encoder.encode_ids(ids)
-        return time.perf_counter() - t0, vectors
+        seconds, vectors = timed(lambda: encoder.encode_ids(ids), repeats=1, warmup=0)
+        return seconds.median, vectors
 
     env = {k: v for k, v in os.environ.items() if k != "EMBEDLAB_COMPILE"}
     alone, ref = encode_alone()
@@ -317,24 +289,24 @@ def full_corpus(args, table: Table, encoder: Encoder) -> None:
             pipeline_runs.append(run_embed(args.data, Path(tmp) / "out", [], env))
             alone_walls.append(encode_alone()[0])
         doc_ids, vecs = store_vectors(Path(tmp) / "out")
-    alone_med = statistics.median(alone_walls)
+    alone_med = Spread(alone_walls).median
     walls = [w for w, _, _ in pipeline_runs]
     paired = [(alone_walls[k] + alone_walls[k + 1]) / 2 / w for k, w in enumerate(walls)]
     table.add(f"embedlab encoder alone, in this process (default settings; {len(alone_walls)} runs, "
               f"before, between and after the pipelines: "
-              f"{', '.join(f'{n / w:.1f}' for w in alone_walls)} chunks/s)", n, tokens, alone_med,
-              min(alone_walls), max(alone_walls), ref=alone_med, cos=None)
+              f"{', '.join(f'{n / w:.1f}' for w in alone_walls)} chunks/s)", n, tokens, Spread(alone_walls),
+              ref=alone_med, cos=None)
     s = pipeline_runs[0][2]
     by_id = dict(zip((c.doc_id for c in chunks), ref))
     cos = cosines(vecs, np.stack([by_id[d] for d in doc_ids])).min()
     table.add(f"embedlab embed, whole process ({len(walls)} runs: "
               f"{', '.join(f'{n / w:.1f}' for w in walls)} chunks/s; each against the encoder runs "
               f"beside it: {', '.join(f'{r:.2f}' for r in paired)}; min cos is to the encoder alone)",
-              s["chunks"], s["tokens"], statistics.median(walls), min(walls), max(walls), ref=alone_med,
-              cos=cos, busy=statistics.median(r[2]["encoder_busy"] for r in pipeline_runs),
+              s["chunks"], s["tokens"], Spread(walls), ref=alone_med,
+              cos=cos, busy=Spread([r[2]["encoder_busy"] for r in pipeline_runs]).median,
               rss=max(r[1] for r in pipeline_runs))
-    table.rows[-1][5] = f"{alone_med / statistics.median(walls):.2f} of encoder alone (medians)"
-    share = statistics.median(r[2]["forward_seconds"] / r[0] for r in pipeline_runs)
+    table.rows[-1][5] = f"{alone_med / Spread(walls).median:.2f} of encoder alone (medians)"
+    share = Spread([r[2]["forward_seconds"] / r[0] for r in pipeline_runs]).median
     table.rows[-1][9] += f" of encoding, {share:.0%} of wall"
 
 

@@ -1,6 +1,7 @@
 """Incremental updates and streaming on SciFact: what an update re-embeds, and streaming latency.
 
-    .venv/bin/python benchmarks/bench_incremental.py --stage STAGE [--work runs/bench_incremental]
+    .venv/bin/python benchmarks/bench_incremental.py --stage STAGE [--work runs/bench_incremental] \
+        [--results DIR]
 
 Stages (each stays under ~3 minutes on 2 CPU cores; run them one after another, then `report`):
 
@@ -18,21 +19,19 @@ Stages (each stays under ~3 minutes on 2 CPU cores; run them one after another, 
 * ``stream-paced``: ``--paced-docs`` documents appended to a growing feed at ``--rate`` docs/s:
   arrival-to-searchable latency under a load the stream can keep up with.
   Batch settings: ``--max-batch 1 --max-delay-ms 0`` and ``--max-batch 32 --max-delay-ms 250``.
-* ``report``: writes benchmarks/results/incremental.md and the tidy rows incremental.csv.
+* ``report``: writes benchmarks/results/incremental_<machine>_<date>.md and the tidy rows (.csv).
 
 Every stage appends tidy rows (config, hardware, timings) to WORK/rows.jsonl.
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
 import gzip
+import itertools
 import json
 import os
 import random
 import shutil
-import statistics
 import sys
 import threading
 import time
@@ -42,10 +41,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np  # noqa: E402
-from common import DATA, RESULTS, machine, markdown_table  # noqa: E402
+from common import DATA, Results, Spread, in_turn, markdown_table, parser  # noqa: E402
 
 import embedlab  # noqa: E402
 from embedlab.incremental import UpdateConfig, update  # noqa: E402
+from embedlab.report import csv_text  # noqa: E402
 from embedlab.store import Store  # noqa: E402
 from embedlab.streaming import StreamConfig, stream  # noqa: E402
 
@@ -84,10 +84,10 @@ def write_jsonl(path: Path, docs: list[dict]) -> Path:
     return path
 
 
-def add_rows(work: Path, rows: list[dict[str, Any]]) -> None:
-    with open(work / "rows.jsonl", "a") as fh:
+def add_rows(args, rows: list[dict[str, Any]]) -> None:
+    with open(args.work / "rows.jsonl", "a") as fh:
         for r in rows:
-            fh.write(json.dumps({**r, "machine": machine(), "loadavg_1m": os.getloadavg()[0],
+            fh.write(json.dumps({**r, "machine": args.bench.machine_line(), "loadavg_1m": os.getloadavg()[0],
                                  "time": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
     for r in rows:
         print(json.dumps(r))
@@ -138,47 +138,47 @@ def run_cost(args, work: Path, model: str, tag: str, docs: list[dict], *, steps:
     if "v1" in steps:
         t0 = time.perf_counter()
         r = embedlab.embed(c1, base / "v1", **kw)
-        add_rows(work, [{**common, "step": "embed v1", "wall_s": time.perf_counter() - t0,
+        add_rows(args, [{**common, "step": "embed v1", "wall_s": time.perf_counter() - t0,
                          "chunks": r.chunks, "resumed": r.partitions_skipped == r.partitions}])
     if "update" in steps:
-        rows = []
-        for rep in range(args.repeats):
+        reps = itertools.count()
+
+        def one_update() -> dict[str, Any]:
+            rep = next(reps)
             out = base / f"updated-{rep}"
             shutil.rmtree(out, ignore_errors=True)
             shutil.copytree(base / "v1", out)
             t0 = time.perf_counter()
             u = update(UpdateConfig(source=c2, out=out, progress=False))
-            wall = time.perf_counter() - t0
-            rows.append({**common, "step": "update v2", "repeat": rep, "wall_s": wall,
-                         "encode_s": u.embed.get("encode_wall_seconds", 0.0),
-                         "chunks_embedded": u.chunks_embedded, "chunks_total": u.chunks_total,
-                         "chunks_tombstoned": u.chunks_tombstoned,
-                         "reembedded_fraction": u.reembedded_fraction,
-                         "counts": json.dumps(u.to_json()["counts"])})
-        add_rows(work, rows)
+            return {**common, "step": "update v2", "repeat": rep, "wall_s": time.perf_counter() - t0,
+                    "encode_s": u.embed.get("encode_wall_seconds", 0.0),
+                    "chunks_embedded": u.chunks_embedded, "chunks_total": u.chunks_total,
+                    "chunks_tombstoned": u.chunks_tombstoned, "reembedded_fraction": u.reembedded_fraction,
+                    "counts": json.dumps(u.to_json()["counts"])}
+
+        add_rows(args, in_turn({"update": one_update}, args.repeats)["update"])
     if "fresh" in steps:
         t0 = time.perf_counter()
         r = embedlab.embed(c2, base / "fresh-v2", **kw)
         eq = equivalence(base / "updated-0", base / "fresh-v2", args.queries)
-        add_rows(work, [{**common, "step": "embed v2 from scratch", "wall_s": time.perf_counter() - t0,
+        add_rows(args, [{**common, "step": "embed v2 from scratch", "wall_s": time.perf_counter() - t0,
                          "chunks": r.chunks, "resumed": r.partitions_skipped == r.partitions, **eq}])
 
 
-def run_bulk(work: Path, docs: list[dict], rep: int) -> dict[str, Any]:
+def run_bulk(work: Path, docs: list[dict]) -> dict[str, Any]:
     corpus = write_jsonl(work / "stream" / "docs.jsonl", docs)
     out = work / "stream" / "bulk"
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
     r = embedlab.embed(corpus, out, progress=False)
     wall = time.perf_counter() - t0
-    return {"stage": "stream", "mode": "bulk", "repeat": rep, "docs": len(docs), "chunks": r.chunks,
+    return {"stage": "stream", "mode": "bulk", "docs": len(docs), "chunks": r.chunks,
             "wall_s": wall, "encode_s": r.encode_wall_seconds, "docs_per_s": len(docs) / wall,
             "chunks_per_s": r.chunks / wall, "encode_docs_per_s": len(docs) / r.encode_wall_seconds,
             "encode_chunks_per_s": r.chunks / r.encode_wall_seconds, "compiled": r.encoder.get("compiled")}
 
 
-def run_stream(args, work: Path, docs: list[dict], setting: tuple[int, float], rep: int,
-               paced: bool) -> dict[str, Any]:
+def run_stream(args, work: Path, docs: list[dict], setting: tuple[int, float], paced: bool) -> dict[str, Any]:
     max_batch, delay = setting
     root = work / "stream" / f"{'paced' if paced else 'saturated'}-b{max_batch}"
     shutil.rmtree(root, ignore_errors=True)
@@ -189,8 +189,8 @@ def run_stream(args, work: Path, docs: list[dict], setting: tuple[int, float], r
                        max_docs=len(docs))
     producer = threading.Thread(target=pace, args=(feed, docs, args.rate), daemon=True)
     r = stream(cfg, on_ready=producer.start if paced else None)
-    return {"stage": "stream", "mode": "paced" if paced else "saturated", "repeat": rep,
-            "max_batch": max_batch, "max_delay_ms": delay, "rate_docs_per_s": args.rate if paced else None,
+    return {"stage": "stream", "mode": "paced" if paced else "saturated", "max_batch": max_batch,
+            "max_delay_ms": delay, "rate_docs_per_s": args.rate if paced else None,
             "docs": r.records, "chunks": r.chunks, "batches": r.batches, "wall_s": r.wall_seconds,
             "p50_ms": r.percentile(50), "p99_ms": r.percentile(99), "max_ms": max(r.latency_ms),
             "docs_per_s": r.docs_per_second, "chunks_per_s": r.chunks_per_second,
@@ -199,12 +199,11 @@ def run_stream(args, work: Path, docs: list[dict], setting: tuple[int, float], r
 
 def run_streams(args, work: Path, docs: list[dict], paced: bool) -> None:
     """Rounds of (bulk,) each batch setting, interleaved so that load from other jobs hits all alike."""
-    rows = []
-    for rep in range(args.repeats):
-        if not paced:
-            rows.append(run_bulk(work, docs, rep))
-        rows += [run_stream(args, work, docs, setting, rep, paced) for setting in SETTINGS]
-    add_rows(work, rows)
+    setups = {} if paced else {"bulk": lambda: run_bulk(work, docs)}
+    for s in SETTINGS:
+        setups[f"stream, batch {s[0]}"] = lambda s=s: run_stream(args, work, docs, s, paced)
+    runs = in_turn(setups, args.repeats)  # rows in run order: round by round
+    add_rows(args, [{**rs[rep], "repeat": rep} for rep in range(args.repeats) for rs in runs.values()])
 
 
 def pace(feed: Path, docs: list[dict], rate: float) -> None:
@@ -217,21 +216,14 @@ def pace(feed: Path, docs: list[dict], rate: float) -> None:
             fh.flush()
 
 
-def spread(xs: list[float]) -> str:
-    med = statistics.median(xs)
-    return f"{med:.1f} ± {statistics.pstdev(xs):.1f}" if len(xs) > 1 else f"{med:.1f}"
-
-
 def stream_section(runs: dict[tuple, list[dict]]) -> list[str]:
     """Median ± std over the rounds of each (mode, setting), with throughput against bulk."""
     def med(rs: list[dict], key: str, fmt: str = ".1f") -> str:
-        xs = [r[key] for r in rs]
-        return (f"{statistics.median(xs):{fmt}} ± {statistics.pstdev(xs):{fmt}}" if len(xs) > 1
-                else f"{xs[0]:{fmt}}")
+        return Spread([r[key] for r in rs]).pm(fmt)
 
     order = {"bulk": 0, "saturated": 1, "paced": 2}
     bulk = next((v for k, v in runs.items() if k[2] == "bulk"), None)
-    bulk_rate = statistics.median(r["encode_chunks_per_s"] for r in bulk) if bulk else None
+    bulk_rate = Spread([r["encode_chunks_per_s"] for r in bulk]).median if bulk else None
     table = []
     for (_, _, mode, _), rs in sorted(runs.items(), key=lambda kv: (order[kv[0][2]], kv[0][3] or 0)):
         r = rs[0]
@@ -240,7 +232,7 @@ def stream_section(runs: dict[tuple, list[dict]]) -> list[str]:
                           f"{med(rs, 'docs_per_s')} ({med(rs, 'encode_docs_per_s')})",
                           f"{med(rs, 'chunks_per_s')} ({med(rs, 'encode_chunks_per_s')})", "1.00x"])
             continue
-        rate = statistics.median(x["chunks_per_s"] for x in rs)
+        rate = Spread([x["chunks_per_s"] for x in rs]).median
         table.append([f"stream, {mode}", f"--max-batch {r['max_batch']} --max-delay-ms {r['max_delay_ms']:g}",
                       f"{r['rate_docs_per_s']:g} docs/s" if mode == "paced" else "all present",
                       f"{r['docs']:,}", len(rs), med(rs, "p50_ms", ",.0f"), med(rs, "p99_ms", ",.0f"),
@@ -251,7 +243,7 @@ def stream_section(runs: dict[tuple, list[dict]]) -> list[str]:
                else "eager" if compiled == {False} else "mixed compiled / eager")
     def median_of(mode: str, batch: int, key: str) -> float:
         rs = next((v for k, v in runs.items() if k[2] == mode and k[3] == batch), [])
-        return statistics.median(r[key] for r in rs) if rs else float("nan")
+        return Spread([r[key] for r in rs]).median if rs else float("nan")
 
     (small, _), (large, delay) = SETTINGS
     reading = (f"Reading: under a light load (paced), --max-batch {small} makes a document searchable in "
@@ -273,7 +265,7 @@ def stream_section(runs: dict[tuple, list[dict]]) -> list[str]:
                             "chunks/s", "chunks/s vs bulk encode"], table), "", reading, ""]
 
 
-def report(work: Path) -> None:
+def report(work: Path, results: Results) -> None:
     rows = [json.loads(x) for x in (work / "rows.jsonl").read_text().splitlines()]
     latest: dict[tuple, list[dict]] = {}
     for r in rows:  # the last run of each (stage, step, mode, setting) counts
@@ -301,7 +293,7 @@ def report(work: Path) -> None:
                         f"{v1.get('wall_s', 0):.1f}" + (" (resumed)" if v1.get("resumed") else "")],
                        [f"update v1 -> v2 (median ± std of {len(ups)})", f"{u['chunks_embedded']:,}",
                         f"{u['chunks_total']:,}", f"{u['reembedded_fraction']:.2%}",
-                        f"{u['chunks_tombstoned']:,}", spread([x["wall_s"] for x in ups])],
+                        f"{u['chunks_tombstoned']:,}", Spread([x["wall_s"] for x in ups]).pm()],
                        ["embed v2 from scratch", f"{fresh.get('chunks', 0):,}", f"{fresh.get('chunks', 0):,}",
                         "100%", "-", f"{fresh.get('wall_s', 0):.1f}"
                         + (" (resumed)" if fresh.get("resumed") else "")]]),
@@ -311,12 +303,12 @@ def report(work: Path) -> None:
                       f"same chunk texts {fresh['same_texts']}, min vector cosine {fresh['min_cosine']:.7f}, "
                       f"identical top-10 documents on {fresh['queries_same_top10']} of {fresh['queries']} "
                       "SciFact test queries.", ""]
-        wall = statistics.median([x["wall_s"] for x in ups])
+        wall = Spread([x["wall_s"] for x in ups]).median
         parts += [f"{u['changed'] / u['docs_v1']:.2%} of the documents changed; the update re-embedded "
                   f"{u['reembedded_fraction']:.2%} of the chunks, in {wall:.1f} s against "
                   f"{fresh.get('wall_s', float('nan')):.1f} s for embedding v2 from scratch. Most of the "
                   "update's wall time is fixed: starting the Dask cluster and loading the model (encode "
-                  f"phase: {statistics.median([x['encode_s'] for x in ups]):.1f} s).", ""]
+                  f"phase: {Spread([x['encode_s'] for x in ups]).median:.1f} s).", ""]
     runs = {k: v for k, v in latest.items() if k[0] == "stream"}
     if runs:
         parts += stream_section(runs)
@@ -325,18 +317,14 @@ def report(work: Path) -> None:
               "real-v1, real-update, real-fresh, stream-saturated, stream-paced (with --repeats 2), "
               "then `--stage report`; each stage runs on its own, under 3 minutes here.", ""]
     text = "\n".join(parts)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "incremental.md").write_text(text)
-    keys = sorted({k for r in rows for k in r})
-    with open(RESULTS / "incremental.csv", "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=keys)
-        w.writeheader()
-        w.writerows(rows)
     print(text)
+    columns = sorted({k for r in rows for k in r})
+    for path in (results.write_text(text), results.write_text(csv_text(rows, columns), "csv")):
+        print(f"written: {path}")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--stage", required=True, choices=["cost", "real-v1", "real-update", "real-fresh",
                                                         "stream-saturated", "stream-paced", "report"])
     ap.add_argument("--work", type=Path, default=Path("runs/bench_incremental"))
@@ -348,8 +336,9 @@ def main() -> None:
     ap.add_argument("--rate", type=float, default=4.0, help="paced arrivals, docs/s")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
+    args.bench = Results("incremental", args.results)
     if args.stage == "report":
-        report(args.work)
+        report(args.work, args.bench)
         return
     args.queries = test_queries()
     if args.stage == "cost":

@@ -1,6 +1,6 @@
 """Load: embed 200,000+ chunks on the default cluster and show that memory stays bounded.
 
-    .venv/bin/python benchmarks/bench_load.py [--repeats 1,5]
+    .venv/bin/python benchmarks/bench_load.py [--repeats 1,5] [--results DIR]
 
 The corpus is wikipedia-vital-en (10,033 real documents) repeated R times with the repetition
 number appended to each id, chunked at 32 tokens (overlap 4) and encoded by a tiny random-weight
@@ -8,23 +8,20 @@ BERT (embedlab.testing.make_tiny_model) so that the run measures the pipeline, n
 For each R the `embedlab embed` command runs as its own process; a sampler reads the resident
 memory of that process and of every worker process it starts from /proc every 0.1 s. If memory
 were proportional to the corpus, peak RSS at R=5 would be about five times that at R=1.
-Writes benchmarks/results/load.md.
+Writes benchmarks/results/load_<machine>_<date>.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import DATA, RESULTS, PeakSampler, machine, markdown_table  # noqa: E402
+from common import DATA, Results, command_line, markdown_table, parser, run_sampled  # noqa: E402
 from embedlab.store import Store  # noqa: E402
 from embedlab.testing import make_tiny_model  # noqa: E402
 
@@ -40,10 +37,11 @@ def write_corpus(path: Path, repeats: int) -> int:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--repeats", default="1,5")
     ap.add_argument("--chunk-tokens", type=int, default=32)
     args = ap.parse_args()
+    results = Results("load", args.results)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -55,17 +53,10 @@ def main() -> None:
             cmd = [sys.executable, "-m", "embedlab.cli", "embed", str(corpus), "--out", str(out),
                    "--model", str(model), "--chunk-tokens", str(args.chunk_tokens), "--overlap", "4",
                    "--batch-size", "256", "--no-progress", "--json"]
-            t0 = time.perf_counter()
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            sampler = PeakSampler(proc.pid)
-            sampler.start()
-            stdout, stderr = proc.communicate()
-            sampler.stop.set()
-            sampler.join()
-            wall = time.perf_counter() - t0
+            proc, wall, sampler = run_sampled(cmd)
             if proc.returncode != 0:
-                raise SystemExit(f"embed failed ({proc.returncode}): {stderr[-2000:]}")
-            s = json.loads(stdout)
+                raise SystemExit(f"embed failed ({proc.returncode}): {proc.stderr[-2000:]}")
+            s = json.loads(proc.stdout)
             problems = Store(out).verify()
             rows.append([r, f"{n_docs:,}", f"{s['chunks']:,}", f"{s['tokens']:,}", s["partitions"],
                          f"{wall:.0f}", f"{s['chunks'] / wall:,.0f}", f"{sampler.driver:.0f}",
@@ -74,15 +65,11 @@ def main() -> None:
             corpus.unlink()
     header = ["repeats", "docs", "chunks", "tokens", "partitions", "wall s", "chunks/s",
               "peak RSS driver MB", "peak RSS workers MB", "peak RSS total MB", "store verifies"]
-    text = ("# Load: bounded memory on the default cluster\n\n"
-            f"wikipedia-vital-en repeated, chunked at {args.chunk_tokens} tokens (overlap 4), tiny random BERT "
-            "(hidden 32, 2 layers), default in-process cluster (1 worker x all cores), 65,536 tokens per "
-            "partition. RSS sampled from /proc every 0.1 s.\n\n"
-            + markdown_table(header, rows)
-            + f"\n\nMachine: {machine()}\nCommand: .venv/bin/python benchmarks/bench_load.py --repeats {args.repeats}\n")
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "load.md").write_text(text)
+    results.write_markdown(
+        "Load: bounded memory on the default cluster",
+        f"wikipedia-vital-en repeated, chunked at {args.chunk_tokens} tokens (overlap 4), tiny random BERT "
+        "(hidden 32, 2 layers), default in-process cluster (1 worker x all cores), 65,536 tokens per "
+        "partition. RSS sampled from /proc every 0.1 s.", markdown_table(header, rows), command_line())
 
 
 if __name__ == "__main__":

@@ -1,26 +1,23 @@
 """The CPU encoder with glibc's malloc defaults against keep_freed_memory (embedlab/malloc.py).
 
-    .venv/bin/python benchmarks/bench_malloc.py [--docs 1000] [--repeats 3]
+    .venv/bin/python benchmarks/bench_malloc.py [--docs 1000] [--repeats 3] [--results DIR]
 
 Each run is a fresh process (malloc settings cannot be undone in one) that loads the default
 CPU encoder, chunks the first --docs SciFact documents at 256 tokens (truncated), warms up on 64
 chunks, then encodes them all once. It reports chunks/s, the minor page faults and the kernel
 (system) CPU seconds of the timed pass. The two settings are taken in turn, --repeats times
-each, and the table shows medians. Writes benchmarks/results/malloc_cpu.md.
+each, and the table shows medians. Writes benchmarks/results/malloc_<machine>_<date>.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DATA, markdown_table, write_results  # noqa: E402
+from common import DATA, Results, Spread, command_line, in_turn, markdown_table, parser  # noqa: E402
 
 ONE_RUN = """
 import json, resource, sys, time
@@ -54,42 +51,39 @@ def one_run(data: Path, docs: int, mode: str) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--docs", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--data", type=Path, default=DATA / "scifact" / "corpus.jsonl.gz")
     args = ap.parse_args()
 
-    t0 = time.perf_counter()
-    modes = [("glibc defaults", "default"), ("keep_freed_memory (embedlab default)", "keep")]
-    runs: dict[str, list[dict]] = {mode: [] for _, mode in modes}
-    for _ in range(args.repeats):
-        for name, mode in modes:
-            r = one_run(args.data, args.docs, mode)
-            runs[mode].append(r)
-            print(f"{name}: {r['chunks'] / r['wall']:.2f} chunks/s, {r['faults']:,} faults, "
-                  f"sys {r['sys']:.1f} s", flush=True)
+    results = Results("malloc", args.results)
+    modes = {"glibc defaults": "default", "keep_freed_memory (embedlab default)": "keep"}
+    def progress(name: str, r: dict) -> None:
+        print(f"{name}: {r['chunks'] / r['wall']:.2f} chunks/s, {r['faults']:,} faults, sys {r['sys']:.1f} s",
+              flush=True)
+
+    runs = in_turn({name: (lambda mode=mode: one_run(args.data, args.docs, mode))
+                    for name, mode in modes.items()}, args.repeats, progress)
 
     rows, base = [], None
-    for name, mode in modes:
-        rs = runs[mode]
+    for name, rs in runs.items():
         n = rs[0]["chunks"]
-        rate = statistics.median(n / r["wall"] for r in rs)
-        base = base or rate
-        rows.append([name, n, f"{rate:.2f}", f"{min(n / r['wall'] for r in rs):.2f}-{max(n / r['wall'] for r in rs):.2f}",
-                     f"{rate / base:.2f}", f"{statistics.median(r['faults'] for r in rs):,.0f}",
-                     f"{statistics.median(r['faults'] for r in rs) / n:,.0f}",
-                     f"{statistics.median(r['sys'] for r in rs):.1f}", f"{statistics.median(r['user'] for r in rs):.1f}",
+        rate = Spread([n / r["wall"] for r in rs])
+        faults = Spread([r["faults"] for r in rs]).median
+        base = base or rate.median
+        rows.append([name, n, f"{rate.median:.2f}", rate.range(), f"{rate.median / base:.2f}",
+                     f"{faults:,.0f}", f"{faults / n:,.0f}", f"{Spread([r['sys'] for r in rs]).median:.1f}",
+                     f"{Spread([r['user'] for r in rs]).median:.1f}",
                      f"{max(r['peak_rss_mb'] for r in rs):.0f}"])
     header = ["malloc", "chunks", "chunks/s (median)", "min-max", "x glibc defaults", "minor faults",
               "faults per chunk", "system CPU s", "user CPU s", "peak RSS MB"]
-    write_results(
-        "malloc_cpu.md", "CPU encoder: glibc malloc defaults vs keep_freed_memory",
+    results.write_markdown(
+        "CPU encoder: glibc malloc defaults vs keep_freed_memory",
         f"all-MiniLM-L6-v2 fp32, default CPU encoder (2,048-token batches), first {args.docs} SciFact documents "
         f"truncated at 256 tokens; one timed pass per fresh process after a 64-chunk warm-up; median of "
         f"{args.repeats} runs per setting, taken in turn. Faults and CPU seconds are the timed pass's, from getrusage.",
-        markdown_table(header, rows),
-        f".venv/bin/python benchmarks/bench_malloc.py --docs {args.docs} --repeats {args.repeats}", t0)
+        markdown_table(header, rows), command_line())
 
 
 if __name__ == "__main__":

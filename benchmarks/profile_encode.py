@@ -1,18 +1,16 @@
 """Where the encoder's time goes: torch.profiler over the default CPU encoder on SciFact.
 
-    .venv/bin/python benchmarks/profile_encode.py [--docs 120] [--rows 15]
+    .venv/bin/python benchmarks/profile_encode.py [--docs 120] [--rows 15] [--results DIR]
 
 Encodes the first --docs SciFact documents cut at 256 tokens once to warm up, then once under
 torch.profiler, and prints the operators that took the most CPU time (self time, so nothing is
 counted twice) with their share of the profiled forward passes, grouped into matmuls, attention,
-normalisation and element-wise work. Writes benchmarks/results/profile_encode_cpu.md.
+normalisation and element-wise work. Writes benchmarks/results/profile_encode_<machine>_<date>.md.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -20,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from common import DATA, RESULTS, machine, markdown_table  # noqa: E402
+from common import DATA, Results, command_line, markdown_table, parser, timed  # noqa: E402
 from embedlab.chunking import Chunker  # noqa: E402
 from embedlab.config import CorpusConfig, EncodeConfig  # noqa: E402
 from embedlab.corpus import Document, read_corpus  # noqa: E402
@@ -42,20 +40,19 @@ def group_of(name: str) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--docs", type=int, default=120)
     ap.add_argument("--rows", type=int, default=15, help="operators listed")
     ap.add_argument("--data", type=Path, default=DATA / "scifact" / "corpus.jsonl.gz")
     args = ap.parse_args()
+    results = Results("profile_encode", args.results, device="cpu")
     encoder = Encoder(EncodeConfig(device="cpu"))
     docs = [r for r in read_corpus(CorpusConfig(path=args.data, limit=args.docs)) if isinstance(r, Document)]
     chunks, _ = Chunker(encoder.tokenizer, 256, 0, truncate=True).chunk(docs)
     ids = [c.input_ids for c in chunks]
-    encoder.encode_ids(ids)
-    t0 = time.perf_counter()
+    timed(lambda: encoder.encode_ids(ids), repeats=1)  # the warm-up pass, outside the profiler
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        encoder.encode_ids(ids)
-    wall = time.perf_counter() - t0
+        wall = timed(lambda: encoder.encode_ids(ids), repeats=1, warmup=0)[0].median
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in events)
     events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
@@ -67,18 +64,14 @@ def main() -> None:
     group_rows = [[g, f"{t / 1e3:,.0f}", f"{100 * t / total:.1f}%"]
                   for g, t in sorted(groups.items(), key=lambda kv: -kv[1])]
     tokens = sum(len(x) for x in ids)
-    text = ("# Where the CPU encoder's time goes (torch.profiler)\n\n"
-            f"Default encoder (eager fp32, batches <= {encoder.max_batch_tokens} padded tokens, "
-            f"{torch.get_num_threads()} threads), {len(ids)} SciFact documents cut at 256 tokens "
-            f"({tokens:,} tokens), one profiled pass after a warm-up: {wall:.1f} s under the profiler. "
-            "Self CPU time of the calling thread's operators (intra-op worker threads are inside them).\n\n"
-            + markdown_table(["where", "self CPU ms", "share"], group_rows) + "\n\n"
-            + markdown_table(["operator", "calls", "self CPU ms", "share"], op_rows)
-            + f"\n\nMachine: {machine()}\n"
-            f"Command: .venv/bin/python benchmarks/profile_encode.py --docs {args.docs} --rows {args.rows}\n")
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "profile_encode_cpu.md").write_text(text)
+    results.write_markdown(
+        "Where the CPU encoder's time goes (torch.profiler)",
+        f"Default encoder (eager fp32, batches <= {encoder.max_batch_tokens} padded tokens, "
+        f"{torch.get_num_threads()} threads), {len(ids)} SciFact documents cut at 256 tokens "
+        f"({tokens:,} tokens), one profiled pass after a warm-up: {wall:.1f} s under the profiler. "
+        "Self CPU time of the calling thread's operators (intra-op worker threads are inside them).",
+        markdown_table(["where", "self CPU ms", "share"], group_rows) + "\n\n"
+        + markdown_table(["operator", "calls", "self CPU ms", "share"], op_rows), command_line())
 
 
 if __name__ == "__main__":

@@ -80,31 +80,61 @@ class Chunker:
         self.truncate = truncate
 
     def chunk(self, docs: Sequence[Document]) -> tuple[list[Chunk], list[Reject]]:
-        encodings = self._tok.encode_batch([d.text for d in docs], add_special_tokens=False)
+        """Cut ``docs`` into windows; a document that cannot be tokenized or cut is rejected.
+
+        Whatever fails for one document (the tokenizer refusing its text, say) rejects that
+        document with the reason; the others in the block are chunked as usual.
+        """
+        try:
+            encodings = self._tok.encode_batch([d.text for d in docs], add_special_tokens=False)
+        except Exception:  # noqa: BLE001 - one bad text fails the batch: find it, keep the rest
+            encodings = [self._encode_one(d) for d in docs]
         chunks: list[Chunk] = []
         rejects: list[Reject] = []
         for doc, enc in zip(docs, encodings):
-            ids = np.asarray(enc.ids, dtype=np.int32)
-            if ids.size == 0:
+            if isinstance(enc, Reject):
+                rejects.append(enc)
+                continue
+            try:
+                cut = self._cut(doc, enc)
+            except Exception as e:  # noqa: BLE001 - reported with the document, never the job
+                rejects.append(Reject(doc.source, doc.line, doc.doc_id,
+                                      f"cannot be chunked: {type(e).__name__}: {str(e)[:200]}"))
+                continue
+            if not cut:
                 rejects.append(Reject(doc.source, doc.line, doc.doc_id, "text has no tokens"))
                 continue
-            offsets = enc.offsets
-            starts_word = _word_starts(enc.word_ids)
-            for index, (s, e) in enumerate(self._windows(len(ids), starts_word)):
-                cs, ce = offsets[s][0], offsets[e - 1][1]
-                chunks.append(Chunk(
-                    chunk_id=make_chunk_id(doc.doc_id, index),
-                    doc_id=doc.doc_id,
-                    chunk_index=index,
-                    char_start=int(cs),
-                    char_end=int(ce),
-                    text=doc.text[cs:ce],
-                    input_ids=np.concatenate(
-                        [np.asarray(self.prefix, np.int32), ids[s:e], np.asarray(self.suffix, np.int32)]
-                    ),
-                    truncated_tokens=len(ids) - e if self.truncate else 0,
-                ))
+            chunks.extend(cut)
         return chunks, rejects
+
+    def _encode_one(self, doc: Document):
+        try:
+            return self._tok.encode(doc.text, add_special_tokens=False)
+        except Exception as e:  # noqa: BLE001
+            return Reject(doc.source, doc.line, doc.doc_id,
+                          f"the tokenizer cannot read the text: {type(e).__name__}: {str(e)[:200]}")
+
+    def _cut(self, doc: Document, enc) -> list[Chunk]:
+        ids = np.asarray(enc.ids, dtype=np.int32)
+        if ids.size == 0:
+            return []
+        offsets = enc.offsets
+        starts_word = _word_starts(enc.word_ids)
+        prefix, suffix = np.asarray(self.prefix, np.int32), np.asarray(self.suffix, np.int32)
+        out = []
+        for index, (s, e) in enumerate(self._windows(len(ids), starts_word)):
+            cs, ce = offsets[s][0], offsets[e - 1][1]
+            out.append(Chunk(
+                chunk_id=make_chunk_id(doc.doc_id, index),
+                doc_id=doc.doc_id,
+                chunk_index=index,
+                char_start=int(cs),
+                char_end=int(ce),
+                text=doc.text[cs:ce],
+                input_ids=np.concatenate([prefix, ids[s:e], suffix]),
+                truncated_tokens=len(ids) - e if self.truncate else 0,
+            ))
+        return out
 
     def _windows(self, n: int, starts_word: np.ndarray) -> list[tuple[int, int]]:
         w = self.window

@@ -13,7 +13,8 @@ import typer
 
 from embedlab.commands import compress, embed, evaluate, plan, search, sweep, update, verify
 from embedlab.commands.helpformat import ReadmeCommand
-from embedlab.errors import EXIT_INTERRUPTED
+from embedlab.errors import EXIT_FAILED, EXIT_INTERRUPTED
+from embedlab.files import EnvironmentFault
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Embed text corpora in bulk on Dask; measure what the vectors cost and how well "
@@ -42,6 +43,9 @@ def main() -> None:
         app(prog_name="embedlab")
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
+    except EnvironmentFault as e:  # disk full, read-only, permission, a corpus file that changed
+        typer.echo(f"embedlab: error: {e}", err=True)
+        sys.exit(EXIT_FAILED)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 
 from embedlab.config import ClusterConfig
@@ -98,18 +100,43 @@ def connect(cfg: ClusterConfig) -> Iterator[tuple[object, ClusterInfo]]:
         from dask_cuda import LocalCUDACluster
 
         n = cfg.workers or gpu_count()
-        with main_script_hidden(), dask.config.set(CLUSTER_CONFIG), \
-                LocalCUDACluster(n_workers=n, threads_per_worker=1, ip="127.0.0.1",
-                                 dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
-                Client(cluster) as client:
-            yield client, ClusterInfo("local-cuda", n, cfg.threads, "cuda")
+        with ExitStack() as stack:
+            stack.enter_context(main_script_hidden())
+            stack.enter_context(dask.config.set(CLUSTER_CONFIG))
+            with workers_ignore_sigint():
+                cluster = stack.enter_context(LocalCUDACluster(
+                    n_workers=n, threads_per_worker=1, ip="127.0.0.1", dashboard_address="127.0.0.1:0",
+                    silence_logs=logging.ERROR))
+            yield stack.enter_context(Client(cluster)), ClusterInfo("local-cuda", n, cfg.threads, "cuda")
         return
 
     cores = os.cpu_count() or 1
     n = cfg.workers or DEFAULT_CPU_WORKERS
     threads = cfg.threads or max(1, cores // n)
-    with main_script_hidden(), dask.config.set(CLUSTER_CONFIG), \
-            LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                         dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR) as cluster, \
-            Client(cluster) as client:
-        yield client, ClusterInfo("local-cpu", n, threads, "auto")  # the worker picks CUDA if any
+    with ExitStack() as stack:
+        stack.enter_context(main_script_hidden())
+        stack.enter_context(dask.config.set(CLUSTER_CONFIG))
+        with workers_ignore_sigint():
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR))
+        # the worker picks CUDA if any
+        yield stack.enter_context(Client(cluster)), ClusterInfo("local-cpu", n, threads, "auto")
+
+
+@contextmanager
+def workers_ignore_sigint() -> Iterator[None]:
+    """Worker processes started inside this block ignore SIGINT (they inherit SIG_IGN).
+
+    Ctrl-C in a terminal signals the whole foreground process group. Workers that took it would
+    die mid-task while the job waits on them; instead the job alone stops: it lets the partitions
+    in flight land, writes the manifest and shuts its cluster down, workers included.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)

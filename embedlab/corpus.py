@@ -6,16 +6,21 @@ Every reader yields :class:`Document` for a good record and :class:`Reject` for 
 
 from __future__ import annotations
 
-import gzip
 import json
-from collections.abc import Iterator
+import os
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from embedlab.config import CorpusConfig, CorpusFormat
+from embedlab.files import reporting
+from embedlab.lines import Cut, NotCompressedError, check_unchanged, iter_lines
 
 UTF8_BOM = b"\xef\xbb\xbf"
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # a str holds a paired surrogate as one code point
+REPLACEMENT = "\ufffd"
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,7 @@ class Document:
     text: str  # the text that is chunked and encoded; char offsets refer to it
     source: str
     line: int  # 1-based line (JSONL), row (Parquet) or 0 (a whole .txt file)
+    repaired: int = 0  # lone UTF-16 surrogates in the text replaced by U+FFFD
 
 
 @dataclass(frozen=True)
@@ -109,25 +115,78 @@ def read_corpus(cfg: CorpusConfig) -> Iterator[Record]:
             return
 
 
-def _open_binary(path: Path):
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rb")
-    return open(path, "rb")
-
-
 def normalize_doc_id(value: Any) -> str | None:
-    """Ids may be strings or integers (``7`` and ``"7"`` are the same document)."""
+    """Ids may be strings or integers (``7`` and ``"7"`` are the same document).
+
+    Anything else (floats, booleans, null, lists, objects, blank strings, strings holding a lone
+    surrogate) is no id: the record is rejected rather than stored under a guessed key.
+    """
+    if isinstance(value, bytes):  # a Parquet binary column
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return str(value)
-    if isinstance(value, str) and value.strip():
+        try:
+            return str(value)
+        except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+            return None
+    if isinstance(value, str) and value.strip() and not LONE_SURROGATE.search(value):
         return value
     return None
 
 
+def replace_lone_surrogates(text: str) -> tuple[str, int]:
+    """``text`` with each lone UTF-16 surrogate replaced by U+FFFD, and how many there were.
+
+    JSON may escape half of a surrogate pair (``"\\ud83d"``: an emoji cut by a tool that counts
+    UTF-16 units); Python decodes it to a code point that no UTF-8 text can hold, which the
+    tokenizer and Parquet refuse. It becomes U+FFFD, as a UTF-8 decoder does with a broken byte.
+    """
+    if text.isascii():
+        return text, 0
+    try:
+        text.encode("utf-8")
+        return text, 0
+    except UnicodeEncodeError:
+        return LONE_SURROGATE.subn(REPLACEMENT, text)
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for reasons that quote a bad value."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"
+
+
 def record_from_json(obj: Any, cfg: CorpusConfig, source: str, line: int) -> Record:
-    """One JSON object (a JSONL line or a Parquet row) as a document, or a reject saying what is wrong."""
+    """One JSON object (a JSONL line or a Parquet row) as a document, or a reject saying what is wrong.
+
+    Never raises: whatever fails while the record is read rejects that record only.
+    """
+    return guarded(lambda: _record(obj, cfg, source, line), source, line)
+
+
+def guarded(build: Callable[[], Record], source: str, line: int) -> Record:
+    """``build()``, or a :class:`Reject` of this record if it raises: one record, never the job."""
+    try:
+        return build()
+    except Exception as e:  # noqa: BLE001 - the last line of defence, reported with the record
+        return Reject(source, line, None, unreadable(e))
+
+
+def unreadable(e: BaseException) -> str:
+    return f"cannot be read: {type(e).__name__}: {str(e)[:200]}"
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")  # UnicodeDecodeError: rejected by guarded()
+    return value if isinstance(value, str) else None
+
+
+def _record(obj: Any, cfg: CorpusConfig, source: str, line: int) -> Record:
     if not isinstance(obj, dict):
         return Reject(source, line, None, f"expected a JSON object, got {type(obj).__name__}")
     if cfg.id_field not in obj:
@@ -135,19 +194,27 @@ def record_from_json(obj: Any, cfg: CorpusConfig, source: str, line: int) -> Rec
     doc_id = normalize_doc_id(obj[cfg.id_field])
     if doc_id is None:
         return Reject(source, line, None,
-                      f"id field {cfg.id_field!r} must be a non-empty string or an integer, "
-                      f"got {obj[cfg.id_field]!r}")
+                      f"id field {cfg.id_field!r} must be a non-empty string (valid Unicode) or an "
+                      f"integer, got {type(obj[cfg.id_field]).__name__} {short(obj[cfg.id_field])}")
     if cfg.text_field not in obj or obj[cfg.text_field] is None:
         return Reject(source, line, doc_id, f"missing text field {cfg.text_field!r}")
-    text = obj[cfg.text_field]
-    if not isinstance(text, str):
+    try:
+        text = _text(obj[cfg.text_field])
+    except UnicodeDecodeError as e:
         return Reject(source, line, doc_id,
-                      f"text field {cfg.text_field!r} must be a string, got {type(text).__name__}")
+                      f"text field {cfg.text_field!r} is not valid UTF-8 at byte {e.start}")
+    if text is None:
+        return Reject(source, line, doc_id, f"text field {cfg.text_field!r} must be a string, "
+                      f"got {type(obj[cfg.text_field]).__name__}")
     title = obj.get(cfg.title_field) if cfg.title_field else None
-    full = join_title(title, text)
+    try:
+        title = _text(title)
+    except UnicodeDecodeError:
+        title = None
+    full, repaired = replace_lone_surrogates(join_title(title, text))
     if not full:
         return Reject(source, line, doc_id, "empty text")
-    return Document(doc_id, full, source, line)
+    return Document(doc_id, full, source, line, repaired)
 
 
 def parse_jsonl_line(raw: bytes, source: str, line: int) -> dict[str, Any] | Reject | None:
@@ -166,49 +233,100 @@ def parse_jsonl_line(raw: bytes, source: str, line: int) -> dict[str, Any] | Rej
     except UnicodeDecodeError as e:
         return Reject(source, line, None, f"not valid UTF-8 at byte {e.start}: {raw[e.start:e.start + 4]!r}")
     try:
-        obj = json.loads(text, strict=False)
+        obj = json.loads(text, strict=False, parse_int=_parse_int)
     except json.JSONDecodeError as e:
         return Reject(source, line, None, f"invalid JSON at column {e.colno}: {e.msg}")
+    except RecursionError:
+        return Reject(source, line, None, "invalid JSON: nested too deeply to read")
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        return Reject(source, line, None, f"invalid JSON: {short(str(e), 200)}")
     if not isinstance(obj, dict):
         return Reject(source, line, None, f"expected a JSON object, got {type(obj).__name__}")
     return obj
 
 
+def read_jsonl_line(raw: bytes, cfg: CorpusConfig, source: str, line: int) -> Record | None:
+    """One raw JSONL line as a document or a reject (None for a blank line); never raises."""
+    def build() -> Record | None:
+        obj = parse_jsonl_line(raw, source, line)
+        return _record(obj, cfg, source, line) if isinstance(obj, dict) else obj
+
+    return guarded(build, source, line)
+
+
+def _parse_int(digits: str) -> int | str:
+    """A JSON integer; one longer than Python converts (4,300 digits) stays its digits, so a
+    huge numeric id is the same id as its decimal string, as ``7`` is ``"7"``."""
+    try:
+        return int(digits)
+    except ValueError:
+        return digits
+
+
 def _read_jsonl(path: Path, cfg: CorpusConfig) -> Iterator[Record]:
     source = str(path)
     try:
-        fh = _open_binary(path)
-        with fh:
-            for lineno, raw in enumerate(fh, start=1):
-                obj = parse_jsonl_line(raw, source, lineno)
-                if isinstance(obj, dict):
-                    yield record_from_json(obj, cfg, source, lineno)
-                elif obj is not None:
-                    yield obj
-    except (gzip.BadGzipFile, EOFError, OSError) as e:
-        raise CorpusError(f"{source}: cannot read the file: {e}") from e
+        for item in iter_lines(path):
+            if isinstance(item, Cut):
+                yield Reject(source, item.line, None, item.reason)
+                continue
+            rec = read_jsonl_line(item[1], cfg, source, item[0])
+            if rec is not None:
+                yield rec
+    except NotCompressedError as e:
+        raise CorpusError(str(e)) from None
 
 
 def _read_parquet(path: Path, cfg: CorpusConfig) -> Iterator[Record]:
+    """Rows in order; a row that cannot be converted, or a row group that cannot be read, is
+    rejected (the row group as one reject naming its rows) and reading goes on."""
     import pyarrow.parquet as pq
 
     source = str(path)
+    with reporting(path, "read the corpus file"):
+        before = os.stat(path)
     try:
         pf = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises ArrowInvalid / OSError for a broken file
         raise CorpusError(f"{source}: not a readable Parquet file: {e}") from e
-    names = set(pf.schema_arrow.names)
-    for name in (cfg.id_field, cfg.text_field):
-        if name not in names:
-            raise CorpusError(f"{source}: no column {name!r}; columns are {sorted(names)}")
-    columns = [cfg.id_field, cfg.text_field]
-    if cfg.title_field and cfg.title_field in names:
-        columns.append(cfg.title_field)
-    row = 0
-    for batch in pf.iter_batches(batch_size=cfg.block_docs, columns=columns):
-        for obj in batch.to_pylist():
-            row += 1
-            yield record_from_json(obj, cfg, source, row)
+    with pf:
+        names = set(pf.schema_arrow.names)
+        for name in (cfg.id_field, cfg.text_field):
+            if name not in names:
+                raise CorpusError(f"{source}: no column {name!r}; columns are {sorted(names)}")
+        columns = [cfg.id_field, cfg.text_field]
+        if cfg.title_field and cfg.title_field in names and cfg.title_field not in columns:
+            columns.append(cfg.title_field)
+        row = 0
+        groups = pf.num_row_groups
+        for g in range(groups):
+            end = row + pf.metadata.row_group(g).num_rows
+            try:
+                for batch in pf.iter_batches(batch_size=cfg.block_docs, row_groups=[g], columns=columns):
+                    for obj in _batch_rows(batch):
+                        row += 1
+                        yield (Reject(source, row, None, unreadable(obj))
+                               if isinstance(obj, Exception) else record_from_json(obj, cfg, source, row))
+            except Exception as e:  # noqa: BLE001 - a damaged row group costs its rows only
+                if row < end:
+                    yield Reject(source, row + 1, None, f"rows {row + 1}-{end} (row group {g + 1} of "
+                                 f"{groups}) cannot be read: {short(str(e), 200)}")
+                row = end
+    check_unchanged(path, before)
+
+
+def _batch_rows(batch: Any) -> list[dict[str, Any] | Exception]:
+    """The rows of an Arrow record batch as dicts; a row that fails to convert is its error."""
+    try:
+        return batch.to_pylist()
+    except Exception:  # noqa: BLE001 - e.g. invalid UTF-8 in a string column: find the row
+        out: list[dict[str, Any] | Exception] = []
+        for i in range(batch.num_rows):
+            try:
+                out.append(batch.slice(i, 1).to_pylist()[0])
+            except Exception as e:  # noqa: BLE001
+                out.append(e)
+        return out
 
 
 def _read_txt(path: Path) -> Iterator[Record]:
@@ -217,19 +335,26 @@ def _read_txt(path: Path) -> Iterator[Record]:
     for f in files:
         source = str(f)
         doc_id = f.relative_to(root).as_posix()
-        raw = f.read_bytes()
-        if raw.startswith(UTF8_BOM):
-            raw = raw[len(UTF8_BOM):]
-        if not raw:
-            yield Reject(source, 0, doc_id, "empty file (0 bytes)")
+        if f.is_dir():
+            continue  # a folder named like a file: its own files are listed on their own
+        if f.is_symlink() and not f.exists():  # a link to nothing (a file that vanished is a fault)
+            yield Reject(source, 0, doc_id, "a link to a file that does not exist")
             continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            yield Reject(source, 0, doc_id, f"not valid UTF-8 at byte {e.start}")
-            continue
-        text = text.replace("\r\n", "\n").strip()
-        if not text:
-            yield Reject(source, 0, doc_id, "empty text")
-            continue
-        yield Document(doc_id, text, source, 0)
+        with reporting(f, "read the corpus file"):
+            raw = f.read_bytes()
+        yield guarded(lambda: _txt_record(raw, source, doc_id), source, 0)
+
+
+def _txt_record(raw: bytes, source: str, doc_id: str) -> Record:
+    if raw.startswith(UTF8_BOM):
+        raw = raw[len(UTF8_BOM):]
+    if not raw:
+        return Reject(source, 0, doc_id, "empty file (0 bytes)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return Reject(source, 0, doc_id, f"not valid UTF-8 at byte {e.start}")
+    text = text.replace("\r\n", "\n").strip()
+    if not text:
+        return Reject(source, 0, doc_id, "empty text")
+    return Document(doc_id, text, source, 0)

@@ -26,6 +26,7 @@ class EmbedResult:
     partitions_skipped: int = 0
     partitions_resent: int = 0  # sent again because the worker holding them died
     rejected: int = 0
+    repaired_documents: int = 0  # embedded with lone surrogates replaced by U+FFFD
     truncated_documents: int = 0
     truncated_tokens: int = 0
     reencoded_fp32: list[str] = field(default_factory=list)
@@ -77,6 +78,8 @@ class EmbedResult:
             + ")",
             f"rejected    {self.rejected:,}" + (f"  -> {self.rejects_path}" if self.rejected else ""),
         ]
+        if self.repaired_documents:
+            lines.append(f"repaired    {self.repaired_documents:,} documents (lone surrogates -> U+FFFD)")
         if self.truncated_documents:
             lines.append(f"truncated   {self.truncated_documents:,} documents lost "
                          f"{self.truncated_tokens:,} tokens past the model's max length")

@@ -42,9 +42,11 @@ def job_errors() -> tuple[type[BaseException], ...]:
     from embedlab.beir import BeirError
     from embedlab.corpus import CorpusError
     from embedlab.encoder import ModelNotFoundError
+    from embedlab.files import EnvironmentFault
     from embedlab.store import StoreError
 
-    return (CorpusError, StoreError, ModelNotFoundError, BeirError, FileNotFoundError, ValueError)
+    return (CorpusError, StoreError, ModelNotFoundError, BeirError, EnvironmentFault, FileNotFoundError,
+            ValueError)
 
 
 @contextmanager

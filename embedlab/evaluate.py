@@ -3,23 +3,27 @@
 Retrieval is at document level: a document scores its best chunk (max over chunks), which for a
 ``--truncate`` store (one chunk per document) is the MTEB / BEIR protocol. Following BEIR, a
 retrieved document whose id equals the query id is ignored by default (for sets whose queries
-are themselves in the corpus).
+are themselves in the corpus), and qrels lines naming documents absent from the corpus are
+kept (see :mod:`embedlab.beir`). A metric deeper than the run is measured at the run's depth
+and named so (:func:`embedlab.metrics.metrics_at_depth`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from embedlab.beir import Run, load_split
-from embedlab.metrics import DEFAULT_METRICS, ir_metrics
+from embedlab.beir import BeirSplit, Run, load_split
+from embedlab.metrics import DEFAULT_METRICS, ir_metrics, metrics_at_depth
 from embedlab.search import Searcher
 from embedlab.store import SUMMARY_FILE, Store, atomic_write_bytes, atomic_write_json
 
 EVAL_DIR = "_eval"
+log = logging.getLogger(__name__)  # warnings reach stderr without any logging set-up (logging.lastResort)
 
 
 @dataclass
@@ -28,7 +32,7 @@ class EvalResult:
     per_query: dict[str, dict[str, float]]
     dataset: str
     split: str
-    n_queries: int
+    n_queries: int  # queries scored: every query the split's qrels name
     k: int
     level: str  # "document (max over chunks)"
     model: dict[str, Any]
@@ -36,7 +40,12 @@ class EvalResult:
     store_checksum: str  # sha256 of the store's manifest, which holds every file's sha256
     config: dict[str, Any]
     truncated_documents: int | None = None
-    problems: list[dict[str, Any]] = field(default_factory=list)  # bad qrels / queries lines
+    metrics_capped: dict[str, str] = field(default_factory=dict)  # asked-for name -> measured name
+    queries_missing_documents: int = 0  # queries with a relevant document absent from the corpus
+    queries_without_documents: int = 0  # ... whose every relevant document is absent (score 0)
+    relevant_documents: dict[str, int] = field(default_factory=dict)  # {"split", "in_corpus", "in_store"}
+    warnings: list[str] = field(default_factory=list)
+    problems: list[dict[str, Any]] = field(default_factory=list)  # odd qrels / queries lines
     json_path: str | None = None
     run_path: str | None = None
 
@@ -45,11 +54,24 @@ class EvalResult:
 
     def table(self) -> str:
         rows = [f"{'metric':<12}{'value':>8}"] + [f"{m:<12}{v * 100:>8.2f}" for m, v in self.metrics.items()]
-        head = (f"{self.dataset}/{self.split}: {self.n_queries} queries, {self.level}, "
+        head = (f"{self.dataset}/{self.split}: {self.n_queries} queries scored, {self.level}, "
                 f"model {self.model['name']} ({self.model['dtype']})")
         tail = []
+        if self.metrics_capped:
+            tail.append(f"run cut at --k {self.k}: " + ", ".join(
+                f"{a} measured as {b}" for a, b in self.metrics_capped.items()))
+        if self.queries_missing_documents:
+            tail.append(f"{self.queries_missing_documents} queries have relevant documents missing from "
+                        f"the corpus ({self.queries_without_documents} have none left and score 0); scored "
+                        "as BEIR does")
+        rel = self.relevant_documents
+        if rel and (rel["in_store"] < rel["split"]):
+            tail.append(f"relevant documents: {rel['split']:,} in the qrels, {rel['in_corpus']:,} in the "
+                        f"corpus, {rel['in_store']:,} in the store")
+        skipped = sum(p.get("severity") != "warning" for p in self.problems)
         if self.problems:
-            tail.append(f"{len(self.problems)} qrels/query line(s) reported as bad (listed in the JSON)")
+            tail.append(f"{len(self.problems)} qrels/query line(s) reported ({skipped} skipped; listed in "
+                        "the JSON)")
         if self.json_path:
             tail.append(f"result: {self.json_path}\nrun:    {self.run_path}")
         return "\n".join([head, *rows, *tail])
@@ -67,6 +89,36 @@ def write_trec_run(path: Path, run: Run, tag: str = "embedlab") -> None:
     atomic_write_bytes(path, "".join(lines).encode())
 
 
+def result_name(dataset: str, split: str, k: int, *, ignore_identical_ids: bool = True,
+                query_prefix: str = "", metrics: tuple[str, ...] = DEFAULT_METRICS) -> str:
+    """One file name per setting, so a run at another depth or prefix does not overwrite this one."""
+    def tag(s: str) -> str:
+        return hashlib.sha256(s.encode()).hexdigest()[:8]
+
+    name = f"{dataset}-{split}-k{k}"
+    name += "" if ignore_identical_ids else "-keep-identical-ids"
+    name += f"-prefix-{tag(query_prefix)}" if query_prefix else ""
+    name += "" if tuple(metrics) == DEFAULT_METRICS else f"-metrics-{tag(','.join(metrics))}"
+    return name
+
+
+def coverage(beir: BeirSplit, store_docs: set[str]) -> tuple[dict[str, int], list[str]]:
+    """How many of the split's relevant documents the corpus and the store hold, and the warning
+    a store of part of the corpus (``embed --limit``) earns."""
+    relevant = beir.relevant()
+    absent = {d for docs in beir.absent.values() for d in docs}
+    counts = {"split": len(relevant), "in_corpus": len(relevant - absent),
+              "in_store": len(relevant & store_docs)}
+    warnings = []
+    if counts["in_store"] < counts["in_corpus"]:
+        warnings.append(
+            f"the store holds {counts['in_store']:,} of the {counts['in_corpus']:,} relevant documents the "
+            f"corpus has for this split: it was embedded from part of the corpus (e.g. with --limit), so the "
+            f"other {counts['in_corpus'] - counts['in_store']:,} can never be retrieved and the metrics are "
+            f"lower than for the whole corpus")
+    return counts, warnings
+
+
 def evaluate(store: Store | Path | str, data: Path | str, *, split: str = "test", k: int = 100,
              query_prefix: str | None = None, ignore_identical_ids: bool = True,
              metrics: tuple[str, ...] = DEFAULT_METRICS, device: str = "auto",
@@ -74,6 +126,7 @@ def evaluate(store: Store | Path | str, data: Path | str, *, split: str = "test"
     """Evaluate ``store`` on the BEIR folder ``data``; write JSON and TREC run into ``store/_eval``."""
     store = store if isinstance(store, Store) else Store(store)
     data = Path(data)
+    measured, capped = metrics_at_depth(tuple(metrics), k)
     searcher = searcher or Searcher(store, device=device, query_prefix=query_prefix)
     beir = load_split(data, split)
     qids = sorted(beir.queries)
@@ -83,7 +136,11 @@ def evaluate(store: Store | Path | str, data: Path | str, *, split: str = "test"
     for q, hs in zip(qids, hits):
         docs = {h.doc_id: h.score for h in hs if not (ignore_identical_ids and h.doc_id == q)}
         run[q] = dict(list(docs.items())[:k])
-    mean, per_query = ir_metrics(beir.qrels, run, metrics)
+    mean, per_query = ir_metrics(beir.qrels, run, measured)
+    some, every = beir.queries_missing_documents()
+    relevant, warnings = coverage(beir, set(searcher.doc_ids))
+    for w in warnings:
+        log.warning("warning: %s", w)
     meta = store.meta()
     summary_path = store.root / SUMMARY_FILE
     truncated = json.loads(summary_path.read_text()).get("truncated_documents") if summary_path.is_file() else None
@@ -96,11 +153,15 @@ def evaluate(store: Store | Path | str, data: Path | str, *, split: str = "test"
         config={"chunk_tokens": meta["chunk_tokens"], "overlap": meta["overlap"],
                 "truncate": meta["truncate"], "query_prefix": searcher.query_prefix,
                 "ignore_identical_ids": ignore_identical_ids, "metrics": list(metrics)},
-        truncated_documents=truncated,
+        truncated_documents=truncated, metrics_capped=capped,
+        queries_missing_documents=some, queries_without_documents=every,
+        relevant_documents=relevant, warnings=warnings,
         problems=[p.to_json() for p in beir.problems],
     )
     if write:
-        base = store.root / EVAL_DIR / f"{data.name}-{split}"
+        base = store.root / EVAL_DIR / result_name(
+            data.name, split, k, ignore_identical_ids=ignore_identical_ids,
+            query_prefix=searcher.query_prefix, metrics=tuple(metrics))
         result.json_path, result.run_path = str(base) + ".json", str(base) + ".trec"
         write_trec_run(Path(result.run_path), run)
         atomic_write_json(Path(result.json_path), result.to_json())

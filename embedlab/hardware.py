@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
+from typing import Any
 
 
 def cpu_model() -> str:
@@ -16,6 +18,36 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_info(device: str | None = None, **extra: Any) -> dict[str, Any]:
+    """CPU model, logical cores, memory and Python; with ``device``, the device probe's findings too.
+
+    Args:
+        device: ``None`` (no torch import: the machine alone), ``"auto"`` (CUDA when present)
+            or the device a measurement used (``"cpu"``, ``"cuda:0"``).
+        extra: more keys the measurement's record needs (e.g. ``faiss_threads``).
+    """
+    mem = memory_gib()
+    info: dict[str, Any] = {"cpu": cpu_model(), "cores": os.cpu_count(),
+                            "memory_gib": None if mem is None else round(mem, 1),
+                            "python": platform.python_version()}
+    if device is not None:
+        info.update(device_info(device))
+    return {**info, **extra}
+
+
+def device_info(device: str = "auto") -> dict[str, Any]:
+    """What :mod:`embedlab.device` finds of ``device``: torch's version and threads, the device,
+    and the GPU's name on CUDA (imports torch, which takes a second or two)."""
+    from embedlab.device import cuda_available, gpu_name, torch_threads, torch_version
+
+    if device == "auto":
+        device = "cuda" if cuda_available() else "cpu"
+    info: dict[str, Any] = {"torch": torch_version(), "threads": torch_threads(), "device": device}
+    if device.startswith("cuda"):
+        info["gpu"] = gpu_name(device)
+    return info
 
 
 def memory_gib() -> float | None:

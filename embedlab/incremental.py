@@ -33,8 +33,10 @@ import numpy as np
 from embedlab.chunking import Chunker
 from embedlab.config import (ChunkConfig, ClusterConfig, CorpusConfig, EmbedConfig, EncodeConfig,
                              to_jsonable)
-from embedlab.corpus import (CorpusError, Document, Record, Reject, normalize_doc_id, parse_jsonl_line,
-                             read_corpus, record_from_json, resolve_format)
+from embedlab.corpus import (CorpusError, Document, Record, Reject, guarded, normalize_doc_id, short,
+                             parse_jsonl_line, read_corpus, record_from_json, resolve_format)
+from embedlab.files import reporting
+from embedlab.lines import Cut, NotCompressedError, iter_lines
 from embedlab.partition import Partition
 from embedlab.pipeline import (ChunkStream, EmbedResult, content_sha256, encode_partitions, make_chunker,
                                store_identity, write_rejects)
@@ -166,12 +168,16 @@ def parse_feed_line(raw: bytes, cfg: CorpusConfig, source: str, line: int) -> Fe
     A record is ``{"op": "upsert", <id>, <title>, <text>}`` or ``{"op": "delete", <id>}`` with
     the field names of ``cfg``; a record without ``op`` is an upsert.
     """
+    return guarded(lambda: _feed_op(raw, cfg, source, line), source, line)
+
+
+def _feed_op(raw: bytes, cfg: CorpusConfig, source: str, line: int) -> FeedOp | Reject | None:
     obj = parse_jsonl_line(raw, source, line)
     if obj is None or isinstance(obj, Reject):
         return obj
     op = obj.get("op", Op.UPSERT.value)
     if op not in (Op.UPSERT.value, Op.DELETE.value):
-        return Reject(source, line, None, f"op must be upsert or delete; got {op!r}")
+        return Reject(source, line, None, f"op must be upsert or delete; got {short(op)}")
     if op == Op.DELETE.value:
         doc_id = normalize_doc_id(obj.get(cfg.id_field))
         if doc_id is None:
@@ -182,18 +188,17 @@ def parse_feed_line(raw: bytes, cfg: CorpusConfig, source: str, line: int) -> Fe
 
 
 def read_feed(cfg: CorpusConfig) -> Iterator[FeedOp | Reject]:
-    """Every record of the JSONL change feed at ``cfg.path``, in file order."""
-    import gzip
-
-    opener = gzip.open if cfg.path.name.endswith(".gz") else open
+    """Every record of the JSONL change feed at ``cfg.path``, in file order (a damaged gzip
+    feed gives every line before the damage, then a reject naming the cut)."""
+    source = str(cfg.path)
     try:
-        with opener(cfg.path, "rb") as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                rec = parse_feed_line(raw, cfg, str(cfg.path), lineno)
-                if rec is not None:
-                    yield rec
-    except (gzip.BadGzipFile, EOFError, OSError) as e:
-        raise CorpusError(f"{cfg.path}: cannot read the change feed: {e}") from e
+        for item in iter_lines(cfg.path):
+            rec = (Reject(source, item.line, None, item.reason) if isinstance(item, Cut)
+                   else parse_feed_line(item[1], cfg, source, item[0]))
+            if rec is not None:
+                yield rec
+    except NotCompressedError as e:
+        raise CorpusError(f"cannot read the change feed: {e}") from None
 
 
 def last_ops(records: Iterable[FeedOp | Reject], rejects: list[Reject]) -> list[FeedOp]:
@@ -294,8 +299,9 @@ def commit(store: Store, manifest: Manifest, staged: Iterable[PartitionEntry]) -
     staging = store.staging
     for e in staged:
         for rel in (e.parquet, e.faiss):
-            (store.root / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging.root / rel, store.root / rel)
+            with reporting(store.root / rel, "move a staged partition into place"):
+                (store.root / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging.root / rel, store.root / rel)
     store.write_manifest(manifest)
     store.remove_uncommitted(manifest)
     shutil.rmtree(staging.root, ignore_errors=True)
@@ -361,6 +367,7 @@ class UpdateResult:
     out: Path
     counts: ChangeCounts = field(default_factory=ChangeCounts)
     rejected: int = 0
+    repaired_documents: int = 0  # embedded with lone surrogates replaced by U+FFFD
     chunks_embedded: int = 0  # chunks of new and modified documents
     tokens_embedded: int = 0
     chunks_tombstoned: int = 0  # old chunks of modified and deleted documents
@@ -398,7 +405,8 @@ class UpdateResult:
             f"tombstoned  {self.chunks_tombstoned:,} chunks",
             f"partitions  {self.partitions_added:,} added{resumed}"
             + (f", {self.partitions_compacted:,} compacted" if self.partitions_compacted else ""),
-            f"rejected    {self.rejected:,}",
+            f"rejected    {self.rejected:,}" + (f" ({self.repaired_documents:,} documents repaired: lone "
+                                                 "surrogates -> U+FFFD)" if self.repaired_documents else ""),
             f"wall time   {self.wall_seconds:.1f} s"
             + (f" (encode {self.embed.get('encode_wall_seconds', 0.0):.1f} s)" if self.embed else ""),
             f"store       {self.out}" + ("" if self.committed else " (unchanged)"),
@@ -491,6 +499,7 @@ def _update(cfg: UpdateConfig, ecfg: EmbedConfig, store: Store, chunker: Chunker
 
     result.counts = delta.counts
     result.rejected = len(rejects)
+    result.repaired_documents = stream.repaired
     result.chunks_embedded = sum(e.rows for e in added)
     result.tokens_embedded = sum(e.tokens for e in added)
     result.chunks_tombstoned = delta.tombstoned

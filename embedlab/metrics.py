@@ -36,6 +36,29 @@ def _trec_measures(names: tuple[str, ...]) -> dict[str, tuple[str, str]]:
     return out
 
 
+def metrics_at_depth(metrics: tuple[str, ...], depth: int) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The metrics a run ``depth`` documents deep can measure, and what each deeper one became.
+
+    A cutoff past the run's depth would report the figure at the depth under a deeper name
+    (``recall@100`` of a run cut at 5 is recall@5), so such a metric is measured, and named, at
+    the depth instead; duplicates are dropped.
+
+    Returns:
+        ``(measured, capped)``: e.g. ``(("ndcg@5", "recall@5"), {"ndcg@10": "ndcg@5", ...})``.
+    """
+    if depth < 1:
+        raise ValueError(f"the run's depth must be >= 1; got {depth}")
+    _trec_measures(tuple(metrics))  # reject unknown names first
+    measured: dict[str, None] = {}
+    capped = {}
+    for name in metrics:
+        metric, _, k = name.partition("@")
+        if int(k) > depth:
+            capped[name] = f"{metric}@{depth}"
+        measured[capped.get(name, name)] = None
+    return tuple(measured), capped
+
+
 def top_k(run: Run, k: int) -> Run:
     """Each query's ``k`` highest-scoring documents (ties broken by document id)."""
     return {q: dict(sorted(docs.items(), key=lambda kv: (-kv[1], kv[0]))[:k]) for q, docs in run.items()}

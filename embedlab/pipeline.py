@@ -11,6 +11,7 @@ an interrupted run loses only the partitions in flight.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -34,6 +35,7 @@ from embedlab.config import Dtype, EmbedConfig, EncodeConfig, to_jsonable
 from embedlab.corpus import CorpusError, Document, Record, Reject, read_corpus, resolve_format
 from embedlab.embed_result import EmbedResult
 from embedlab.encoder import cached_encoder, describe_model, fast_tokenizer
+from embedlab.files import EnvironmentFault, probe_writable
 from embedlab.index import ID_SCHEME
 from embedlab.partition import Partition, partition_chunks
 from embedlab.store import (FORMAT_VERSION, REJECTS_FILE, SUMMARY_FILE, Manifest,
@@ -149,6 +151,17 @@ def embed_partition(part: Partition, out: str, encode: EncodeConfig) -> Partitio
                             stats.tokens - before.tokens, stats.padded_tokens - before.padded_tokens)
 
 
+def embed_partition_task(part: Partition, out: str, encode: EncodeConfig,
+                         ) -> PartitionOutcome | EnvironmentFault:
+    """:func:`embed_partition` as a Dask task. A full disk or a read-only store comes back as the
+    task's value, not its exception: the worker neither retries it nor logs a traceback, and the
+    driver raises it as one line."""
+    try:
+        return embed_partition(part, out, encode)
+    except EnvironmentFault as e:
+        return e
+
+
 # -- driver side ----------------------------------------------------------------------------
 class ChunkStream:
     """Records -> chunks -> partitions, collecting rejects and document counts on the way.
@@ -165,6 +178,7 @@ class ChunkStream:
         self.block_docs = block_docs
         self.rejects: list[Reject] = []
         self.documents = 0
+        self.repaired = 0  # documents chunked whose text had lone surrogates replaced
         self.truncated_documents = 0
         self.truncated_tokens = 0
         self._doc_sha256: dict[str, str] = {}  # documents chunked but not yet in a partition
@@ -195,6 +209,7 @@ class ChunkStream:
         self.rejects.extend(rejects)
         self.documents += len(block) - len(rejects)
         refused = {r.doc_id for r in rejects}
+        self.repaired += sum(1 for d in block if d.repaired and d.doc_id not in refused)
         self._doc_sha256.update((d.doc_id, content_sha256(d.text)) for d in block
                                 if d.doc_id not in refused)
         for c in chunks:
@@ -232,6 +247,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     store = Store(cfg.out)
     fresh = None if store.exists() else cfg.out.is_dir()  # None: resuming; else: did the folder exist
     store.init(store_identity(cfg, chunker.chunk_tokens))
+    probe_writable(store.root)  # a read-only or immutable store fails here, before any cluster
     store.remove_stray_temporaries()
     manifest = store.manifest()
     manifest.complete = False
@@ -261,6 +277,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     store.remove_uncommitted(manifest)  # stale partitions, and files of superseded generations
 
     result.documents = stream.documents
+    result.repaired_documents = stream.repaired
     result.rejected = len(stream.rejects)
     result.truncated_documents = stream.truncated_documents
     result.truncated_tokens = stream.truncated_tokens
@@ -431,7 +448,7 @@ def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manife
 
     def submit(part: Partition, attempt: int = 0) -> None:
         data = _scatter(client, part)
-        future = client.submit(embed_partition, data, str(store.root), encode, retries=2,
+        future = client.submit(embed_partition_task, data, str(store.root), encode, retries=2,
                                key=f"embed-{part.index:05d}-{part.digest[:16]}-{attempt}")
         in_flight[future.key] = (part, data, attempt)
         pending.add(future)
@@ -449,6 +466,8 @@ def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manife
         finally:
             future.release()
             data.release()
+        if isinstance(outcome, EnvironmentFault):
+            raise outcome
         entry = outcome.entry
         result.forward_seconds += outcome.forward_seconds
         fed[0] += outcome.tokens
@@ -482,10 +501,15 @@ def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manife
         while in_flight:
             land(next(pending))
             stop.check()
+    except BaseException:
+        with contextlib.suppress(EnvironmentFault):  # the first fault is the one to report
+            store.write_manifest(manifest)
+        raise
+    else:
+        store.write_manifest(manifest)
     finally:
         stop.restore()
         bar.close()
-        store.write_manifest(manifest)
     if started is not None:
         result.encode_wall_seconds = time.perf_counter() - started
     result.padding_waste = 1 - fed[0] / fed[1] if fed[1] else 0.0

@@ -312,13 +312,10 @@ def stream_plan(job: Job, growth: float, curve: Curve, stream_batch: int, bulk_b
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A GitHub markdown table; numbers are right-aligned."""
-    rows = [[str(c) for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
-    line = "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |"
-    rule = "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"
-    body = ["| " + " | ".join(c.rjust(w) for c, w in zip(r, widths)) + " |" for r in rows]
-    return "\n".join([line, rule, *body])
+    """A GitHub markdown table; numbers are right-aligned (:func:`embedlab.report.markdown_table`)."""
+    from embedlab.report import markdown_table as table
+
+    return table(header, rows, align=True)
 
 
 # -- which rate each section of a plan uses -------------------------------------------------------

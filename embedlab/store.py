@@ -30,7 +30,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from embedlab.index import faiss_ids, read_shard, shard_bytes, shard_ids
+from embedlab.files import atomic_write_bytes, atomic_write_json, reporting, sha256_file
 
 STORE_FILE = "_embedlab.json"
 MANIFEST_FILE = "_manifest.json"
@@ -48,8 +48,6 @@ FAISS_DIR = "_faiss"
 STAGING_DIR = "_staging"
 LOCK_FILE = "_writer.lock"
 FORMAT_VERSION = 1
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 # Fields of the store identity that every partition must share; a run that differs is refused.
 IDENTITY_FIELDS = ("model_sha256", "dtype", "chunk_tokens", "overlap", "truncate", "pooling",
                    "normalize", "dim", "vector_dtype", "metric", "format_version")
@@ -66,35 +64,6 @@ class StoreMismatchError(StoreError):
 def part_name(index: int, generation: int = 0) -> str:
     """``part-00003``; a compacted rewrite is ``part-00003.g1``, ``part-00003.g2``, ..."""
     return f"part-{index:05d}" + (f".g{generation}" if generation else "")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a hidden temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 def drop_tombstoned(table: Any, tombstones: Sequence[str]) -> Any:
@@ -212,9 +181,9 @@ class Store:
         if self.root.exists() and any(p for p in self.root.iterdir()):
             raise StoreMismatchError(
                 f"{self.root} is not empty and is not an embedlab store; refusing to write into it")
-        self.root.mkdir(parents=True, exist_ok=True)
-        (self.root / FAISS_DIR).mkdir(exist_ok=True)
-        atomic_write_json(self.meta_path, meta)
+        with reporting(self.root, "create the store folder", resumable=False):
+            (self.root / FAISS_DIR).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.meta_path, meta, resumable=False)
 
     # -- manifest -----------------------------------------------------------------------------
     @property
@@ -251,7 +220,8 @@ class Store:
 
     def remove_partition(self, index: int) -> None:
         for p in (self.parquet_path(index), self.faiss_path(index)):
-            p.unlink(missing_ok=True)
+            with reporting(p, "remove"):
+                p.unlink(missing_ok=True)
 
     def partition_files(self) -> list[str]:
         """Every partition file in the folder (relative paths), named by the manifest or not."""
@@ -264,7 +234,8 @@ class Store:
         listed = manifest.files()
         stray = [rel for rel in self.partition_files() if rel not in listed]
         for rel in stray:
-            (self.root / rel).unlink(missing_ok=True)
+            with reporting(self.root / rel, "remove an uncommitted file"):
+                (self.root / rel).unlink(missing_ok=True)
         return stray
 
     @contextlib.contextmanager
@@ -278,7 +249,9 @@ class Store:
         """
         import fcntl
 
-        with open(self.root / LOCK_FILE, "a+") as fh:
+        with reporting(self.root / LOCK_FILE, "take the writer lock"):
+            fh = open(self.root / LOCK_FILE, "a+")
+        with fh:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -286,10 +259,11 @@ class Store:
                 holder = fh.read().strip() or "unknown"
                 raise StoreError(f"{self.root} is being written by another process ({holder}); "
                                  "try again when it has finished") from None
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"pid {os.getpid()}\n")
-            fh.flush()
+            with reporting(self.root / LOCK_FILE, "write the writer lock"):
+                fh.seek(0)
+                fh.truncate()
+                fh.write(f"pid {os.getpid()}\n")
+                fh.flush()
             try:
                 yield
             finally:
@@ -298,7 +272,8 @@ class Store:
     def remove_stray_temporaries(self) -> list[Path]:
         stray = [p for p in self.root.rglob(".*.tmp") if p.is_file()]
         for p in stray:
-            p.unlink(missing_ok=True)
+            with reporting(p, "remove a stray temporary file"):
+                p.unlink(missing_ok=True)
         return stray
 
     # -- partitions ---------------------------------------------------------------------------

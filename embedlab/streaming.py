@@ -34,6 +34,7 @@ from embedlab.incremental import (Delta, FeedOp, LiveDoc, commit, feed_changes, 
                                   stored_config)
 from embedlab.partition import Partition
 from embedlab.pipeline import ChunkStream, embed_partition, make_chunker, store_identity, write_rejects
+from embedlab.files import reporting
 from embedlab.store import Manifest, Store, atomic_write_json
 
 STREAM_SUMMARY_FILE = "_stream_summary.json"
@@ -83,6 +84,7 @@ class StreamResult:
     deleted: int = 0
     unchanged: int = 0
     rejected: int = 0
+    repaired: int = 0  # documents embedded with lone surrogates replaced by U+FFFD
     chunks: int = 0
     batches: int = 0  # micro-batches taken
     commits: int = 0  # of which changed the store
@@ -117,7 +119,8 @@ class StreamResult:
     def summary(self) -> str:
         return "\n".join([
             f"records     {self.records:,}: {self.new:,} new, {self.modified:,} modified, "
-            f"{self.deleted:,} deleted, {self.unchanged:,} unchanged, {self.rejected:,} rejected",
+            f"{self.deleted:,} deleted, {self.unchanged:,} unchanged, {self.rejected:,} rejected"
+            + (f", {self.repaired:,} repaired (lone surrogates replaced by U+FFFD)" if self.repaired else ""),
             f"batches     {self.batches:,} (max {self.max_batch} records or {self.max_delay_ms:g} ms), "
             f"{self.commits:,} commits, {self.chunks:,} chunks embedded",
             f"latency     p50 {self.percentile(50):,.0f} ms, p99 {self.percentile(99):,.0f} ms "
@@ -174,7 +177,7 @@ class Tail(threading.Thread):
 
     def scan(self) -> None:
         for path in self.files():
-            with open(path, "rb") as fh:
+            with reporting(path, "read the watched file"), open(path, "rb") as fh:
                 fh.seek(self.offsets.get(path, 0))
                 data = fh.read()
             end = data.rfind(b"\n") + 1  # complete lines only; a partial last line waits
@@ -241,6 +244,7 @@ class _Writer:
         stream = ChunkStream(docs, self.chunker, max(1, len(docs)))
         part = next(stream.partitions(sys.maxsize, first_index=self.manifest.next_index), None)
         self.rejects += stream.rejects
+        self.result.repaired += stream.repaired
         added = []
         if part is not None:
             t0 = time.perf_counter()

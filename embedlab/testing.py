@@ -18,7 +18,7 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spe
 
 
 def make_tiny_model(path: Path | str, *, hidden: int = 32, layers: int = 2, max_len: int = 128,
-                    seed: int = 0, scale_last_layer: float = 1.0,
+                    seed: int = 0, scale_last_layer: float = 1.0, hot_word: str | None = None,
                     tokenizer_from: str = "sentence-transformers/all-MiniLM-L6-v2") -> Path:
     """Write a small randomly initialised BERT encoder to ``path`` and return it.
 
@@ -29,6 +29,11 @@ def make_tiny_model(path: Path | str, *, hidden: int = 32, layers: int = 2, max_
         seed: weight initialisation seed.
         scale_last_layer: multiply the last layer's output weights by this factor; a large value
             (e.g. 1e5) makes fp16 activations overflow to inf, for numerical-fault tests.
+        hot_word: a vocabulary word whose token overflows fp16 (and only it): its embedding is
+            one large feature, which stays about sqrt(hidden) after each layer norm, and the last
+            layer norm scales that feature by 14,000, so the token's output is ~78,000 (over fp16's
+            65,504) while other tokens' stay under 4.7 x 14,000. Only chunks holding the word
+            give non-finite vectors at fp16.
         tokenizer_from: model whose tokenizer files are copied.
     """
     import torch
@@ -50,6 +55,12 @@ def make_tiny_model(path: Path | str, *, hidden: int = 32, layers: int = 2, max_
         with torch.no_grad():
             model.encoder.layer[-1].output.dense.weight.mul_(scale_last_layer)
             model.encoder.layer[-1].output.LayerNorm.weight.mul_(scale_last_layer)
+    if hot_word is not None:
+        token = [w.rstrip("\n") for w in open(path / "vocab.txt", encoding="utf-8")].index(hot_word)
+        with torch.no_grad():
+            model.embeddings.word_embeddings.weight[token] = 0.0
+            model.embeddings.word_embeddings.weight[token, 0] = 100.0
+            model.encoder.layer[-1].output.LayerNorm.weight[0] = 14_000.0
     model.save_pretrained(path)
     (path / "modules.json").write_text(json.dumps([
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},

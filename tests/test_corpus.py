@@ -97,11 +97,52 @@ def test_missing_path_and_unknown_format_raise_clear_errors(tmp_path):
         read(tmp_path / "c.csv")
 
 
-def test_corrupt_gzip_is_a_corpus_error(tmp_path):
+def test_a_gz_file_without_readable_gzip_data_is_a_corpus_error(tmp_path):
     p = tmp_path / "c.jsonl.gz"
-    p.write_bytes(gzip.compress(b'{"_id": "a", "text": "x"}\n' * 100)[:60])
-    with pytest.raises(CorpusError, match="cannot read"):
+    p.write_bytes(b'{"_id": "a", "text": "plain JSON under a .gz name"}\n')
+    with pytest.raises(CorpusError, match=r"c.jsonl.gz: cannot read the file: not gzip data"):
         read(p)
+    p.write_bytes(gzip.compress(b'{"_id": "a", "text": "x"}\n' * 100)[:10])  # the header only
+    with pytest.raises(CorpusError, match="ends before any line"):
+        read(p)
+
+
+GZ_LINES = [json.dumps({"_id": f"d{i}", "text": f"document {i} " * (i % 9 + 1)}).encode() + b"\n"
+            for i in range(4000)]
+
+
+@pytest.mark.parametrize("keep", [0.25, 0.5, 0.9, 0.999])
+def test_truncated_gzip_keeps_every_line_before_the_cut_and_rejects_the_cut(tmp_path, keep):
+    data = gzip.compress(b"".join(GZ_LINES))
+    p = tmp_path / "c.jsonl.gz"
+    p.write_bytes(data[:int(len(data) * keep)])
+    docs, rejects = read(p)
+    n = len(docs)
+    assert 0 < n < len(GZ_LINES)
+    assert [d.doc_id for d in docs] == [f"d{i}" for i in range(n)]  # every line before the cut
+    gone = gzip.decompress(data)[sum(map(len, GZ_LINES[:n])):]
+    assert len(rejects) == 1 and rejects[0].line == n + 1 and rejects[0].source == str(p)
+    assert "truncated" in rejects[0].reason and f"the last good line is {n}" in rejects[0].reason
+    assert gone.startswith(b"{")  # what was lost starts at a line boundary: nothing half-kept
+
+
+def test_gzip_damage_in_the_middle_multi_member_and_trailing_bytes(tmp_path):
+    p = tmp_path / "c.jsonl.gz"
+    body = b"".join(GZ_LINES[:300])
+    p.write_bytes(gzip.compress(body[:5000]) + gzip.compress(body[5000:]) + b"\0" * 512)
+    docs, rejects = read(p)  # members joined, zero padding after the last ignored, as gzip does
+    assert len(docs) == 300 and not rejects
+    p.write_bytes(gzip.compress(body) + b"not gzip")
+    docs, rejects = read(p)
+    assert len(docs) == 300 and len(rejects) == 1 and "after the end of the gzip data" in rejects[0].reason
+    data = bytearray(gzip.compress(body, mtime=0))
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(64)  # a run of zeroed bytes mid-stream
+    p.write_bytes(bytes(data))
+    docs, rejects = read(p)  # lines before the damage are kept, in order; the rest rejected
+    ids = [d.doc_id for d in docs]
+    assert ids[:100] == [f"d{i}" for i in range(100)] and set(ids) <= {f"d{i}" for i in range(300)}
+    assert rejects and all(r.reason and r.source == str(p) for r in rejects)
+    assert any("gzip data is corrupt" in r.reason for r in rejects)  # the cut itself is listed
 
 
 def test_zero_byte_file_yields_nothing(tmp_path):

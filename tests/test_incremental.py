@@ -180,27 +180,36 @@ def test_compact_drops_tombstoned_rows_and_keeps_every_result(updated, fresh_v2,
     assert compact(out).partitions_compacted == 0
 
 
-def test_sigkill_mid_update_leaves_v1_and_the_rerun_completes(v1_store, scifact_docs, encoder, tmp_path):
+@pytest.mark.parametrize("phase", ["before-commit", "after-commit"])
+def test_sigkill_mid_update_before_or_after_the_commit(v1_store, scifact_docs, encoder, tmp_path, phase):
     v1 = scifact_docs[:40]
     v2 = [revise(d, " (revised)") if i % 3 == 0 else d for i, d in enumerate(v1)]  # 14 modified
     corpus = write_jsonl(tmp_path / "v2.jsonl", v2)
     out = tmp_path / "out"
     shutil.copytree(v1_store, out)
     before = committed(out)
+    manifest = (out / "_manifest.json").read_bytes()
     proc = subprocess.Popen([*EMBEDLAB, "update", str(corpus), "--out", str(out), "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        wait_for_staged(out, proc)
-        os.killpg(proc.pid, signal.SIGKILL)
+        if phase == "before-commit":  # the first partition is staged; the others are still encoding
+            wait_for_staged(out, proc)
+        else:  # the manifest was just replaced: the commit happened, its clean-up may not have
+            wait_for(lambda: (out / "_manifest.json").read_bytes() != manifest, proc, poll=0.002)
+        stop_group(proc)
         proc.wait(timeout=60)
     finally:
         stop_group(proc)
-    if committed(out) == before:  # killed before the commit: exactly v1, and readers still work
+    if phase == "before-commit":  # exactly v1, and readers still work
+        assert committed(out) == before
         assert Store(out).verify() == [] and Searcher(out).n_docs == 40
-    else:  # killed after it: exactly v2
+    else:  # exactly v2
         assert live_hashes(out) == hashes_of(v2)
     r = update(UpdateConfig(source=corpus, out=out, progress=False))
-    assert r.partitions_resumed >= 1 or not r.committed  # staged partitions were not re-encoded
+    if phase == "before-commit":
+        assert r.committed and r.partitions_resumed >= 1  # staged partitions were not re-encoded
+    else:
+        assert not r.committed and r.chunks_embedded == 0  # nothing left to do
     assert Store(out).verify() == [] and live_hashes(out) == hashes_of(v2)
     assert not (out / "_staging").exists()
     rows = live_rows(out)
@@ -272,6 +281,14 @@ def test_update_cli_reports_the_cost(updated, corpora):
     proc = subprocess.run([*EMBEDLAB, "update", str(corpora["v2"]), "--out", str(corpora["root"] / "nope")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and "not an embedlab store" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def wait_for(done, proc: subprocess.Popen, timeout: float = 300, poll: float = 0.02) -> None:
+    end = time.time() + timeout
+    while not done():
+        assert proc.poll() is None, f"the process ended first: {proc.communicate()}"
+        assert time.time() < end, "timed out"
+        time.sleep(poll)
 
 
 def wait_for_staged(out: Path, proc: subprocess.Popen, timeout: float = 300) -> None:

@@ -80,18 +80,30 @@ def test_rerun_skips_everything_and_a_fresh_run_is_byte_identical(built, tmp_pat
 
 
 def test_rerun_repairs_exactly_the_damaged_partitions(built, tmp_path):
+    """Each kind of damage the README lists, on its own partition; the re-run redoes those four."""
     import shutil
 
     corpus, result = built
+    assert result.partitions >= 5
     out = tmp_path / "copy"
     shutil.copytree(result.out, out)
     store = Store(out)
-    store.parquet_path(1).write_bytes(store.parquet_path(1).read_bytes()[:1000])  # half-written
-    store.faiss_path(2).unlink()
-    (out / ".part-00000.parquet.zz.tmp").write_bytes(b"junk")
-    assert len(store.verify()) == 3
+    store.parquet_path(1).write_bytes(store.parquet_path(1).read_bytes()[:1000])  # truncated Parquet
+    store.faiss_path(2).unlink()  # a missing file
+    shard = bytearray(store.faiss_path(3).read_bytes())
+    shard[len(shard) // 2] ^= 0xFF  # flipped bytes in a FAISS shard
+    store.faiss_path(3).write_bytes(bytes(shard))
+    m = store.manifest()
+    del m.partitions[0]  # a deleted manifest entry: its files are still there, unlisted
+    store.write_manifest(m)
+    (out / ".part-00004.parquet.zz.tmp").write_bytes(b"junk")  # a stray temporary file
+    problems = "\n".join(store.verify())
+    for damage in ("part-00001.parquet: sha256 differs", "part-00002.faiss: missing",
+                   "part-00003.faiss: sha256 differs", "no entry for partition(s) [0]",
+                   "part-00000.parquet: not in the manifest", "stray temporary file"):
+        assert damage in problems, damage
     again = embedlab.embed(corpus, out, **FAST)
-    assert again.partitions_encoded == 2 and again.partitions_skipped == result.partitions - 2
+    assert again.partitions_encoded == 4 and again.partitions_skipped == result.partitions - 4
     assert store.verify() == [] and files(out) == files(result.out)
 
 

@@ -110,8 +110,15 @@ def test_stream_embeds_every_arrival_and_reports_latency(streamed):
         d["_id"]: content_sha256(join_title(d["title"], d["text"])) for d in final}
     summary = json.loads((root / "out" / "_stream_summary.json").read_text())
     assert summary["p99_ms"] >= summary["p50_ms"] > 0 and summary["records"] == 42
-    hits = Searcher(root / "out").search_documents(["bone marrow stem cells"], 39)[0]
-    assert final[0]["_id"] in {h.doc_id for h in hits}
+    changed = next(d for d in final if d["text"].startswith("A rewritten abstract"))
+    new_text = join_title(changed["title"], changed["text"])
+    searcher = Searcher(root / "out")
+    [top] = searcher.search([new_text], 1)[0]  # the rewritten document's own text finds it first
+    assert top.doc_id == changed["_id"] and top.score > 0.9999
+    t = pa.concat_tables(Store(root / "out").iter_tables(["doc_id", "text"]))
+    rows = zip(t.column("doc_id").to_pylist(), t.column("text").to_pylist())
+    live = [x for d, x in rows if d == changed["_id"]]
+    assert live == [new_text]  # only the rewrite is live: the old chunks are tombstoned
 
 
 def test_streamed_store_equals_a_bulk_embed_of_the_same_documents(streamed, tiny):
@@ -129,14 +136,23 @@ def test_stream_cli_reads_a_growing_feed_into_an_existing_store(streamed, scifac
     shutil.copytree(root / "out", out)
     feed = tmp_path / "feed.jsonl"
     feed.write_text(lines(scifact_docs[40:45]))
+    before = len(Store(out).manifest().partitions)
     proc = subprocess.Popen([sys.executable, "-m", "embedlab.cli", "stream", "--watch", str(feed),
                              "--out", str(out), "--max-docs", "8", "--max-batch", "4", "--max-delay-ms", "20",
                              "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2)
-    with open(feed, "a") as fh:
-        fh.write(lines(scifact_docs[45:48]))
-    stdout, stderr = proc.communicate(timeout=120)
+    try:
+        deadline = time.time() + 120
+        while len(Store(out).manifest().partitions) < before + 2:  # the first 5 records are committed
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()
+            time.sleep(0.05)
+        assert Searcher(out).n_docs == 39 + 5  # searchable before the feed grows
+        with open(feed, "a") as fh:  # so the feed grows after a read, never before the first one
+            fh.write(lines(scifact_docs[45:48]))
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
     assert proc.returncode == 0, stderr
     summary = json.loads(stdout)
     assert summary["new"] == 8 and summary["p50_ms"] > 0 and summary["chunks_per_second"] > 0
+    assert summary["commits"] >= 3  # 4 + 1 read first, the appended 3 in a later batch
     assert Store(out).verify() == [] and Searcher(out).n_docs == 39 + 8

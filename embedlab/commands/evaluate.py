@@ -37,7 +37,9 @@ def eval_(
 ) -> None:
     """Score a store on a BEIR split: nDCG@10, Recall@10/@100, MRR@10, MAP@100 (pytrec_eval).
 
-    Writes OUT/_eval/<dataset>-<split>.json (metrics, config, model, store checksum) and a TREC run file.
+    Qrels lines naming documents absent from the corpus are kept, as BEIR keeps them; a metric cut deeper
+    than --k is measured and named at --k. Writes OUT/_eval/<dataset>-<split>-k<K>[...].json (one per
+    setting: metrics, config, model, store checksum) and a TREC run file beside it.
     """
     from embedlab.evaluate import evaluate
     from embedlab.store import Store

@@ -11,9 +11,7 @@ Results go to ``OUT/_compress/``: the tidy table (``compress.csv``), the plot
 
 from __future__ import annotations
 
-import csv
 import io
-import platform
 import shutil
 import statistics
 import time
@@ -24,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from embedlab import hardware
 from embedlab.beir import load_split
 from embedlab.config import parse_enum, to_jsonable
-from embedlab.hardware import cpu_model
 from embedlab.index import document_ranking, faiss_ids, faiss_threads
 from embedlab.metrics import ir_metrics, knn_recall
+from embedlab.report import csv_text, markdown_table
 from embedlab.search import QueryEncoder
 from embedlab.store import Store, atomic_write_bytes, atomic_write_json
 from embedlab.tiers import Method, Rescore, Tier, build_tier, write_tier
@@ -102,7 +101,7 @@ class CompressResult:
                 ("frontier (stored)", "pareto", "{}"), ("frontier (searched)", "pareto_searched", "{}")]
         scale = {"ndcg@10": 100, "recall@100": 100, "ndcg@10_retention": 100,
                  "recall@100_retention": 100}
-        lines = ["| " + " | ".join(c[0] for c in cols) + " |", "|" + "---|" * len(cols)]
+        rows = []
         for r in self.rows:
             cells = []
             for _, key, fmt in cols:
@@ -115,16 +114,13 @@ class CompressResult:
                     cells.append("*" if v else "")
                 else:
                     cells.append(fmt.format(v * scale.get(key, 1)))
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
+            rows.append(cells)
+        return markdown_table([c[0] for c in cols], rows)
 
 
 def machine_info(threads: int) -> dict[str, Any]:
-    """CPU model, logical cores and the FAISS thread count the timings used."""
-    import os
-
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "faiss_threads": threads,
-            "python": platform.python_version()}
+    """CPU model, cores, memory and the FAISS thread count the timings used (no torch)."""
+    return hardware.machine_info(faiss_threads=threads)
 
 
 # -- evaluation -------------------------------------------------------------------------------
@@ -208,15 +204,6 @@ def plot_tradeoff(rows: list[dict[str, Any]], path: Path, *, quality: str = QUAL
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _csv(rows: list[dict[str, Any]]) -> bytes:
-    buf = io.StringIO()
-    cols = list(dict.fromkeys(c for r in rows for c in r))
-    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buf.getvalue().encode()
-
-
 # -- the experiment ---------------------------------------------------------------------------
 
 
@@ -249,7 +236,8 @@ def run_compress(store: Store | Path | str, cfg: CompressConfig) -> CompressResu
 
     problems: list[dict[str, Any]] = []
     if cfg.eval_data is not None:
-        beir = load_split(cfg.eval_data, cfg.split, doc_ids=set(doc_ids) if cfg.subset else None)
+        beir = load_split(cfg.eval_data, cfg.split)
+        beir = beir.restricted_to(set(doc_ids)) if cfg.subset else beir
         problems = [p.to_json() for p in beir.problems]
         qids = sorted(beir.queries)
         encode = QueryEncoder(meta, device=cfg.device, query_prefix=cfg.query_prefix)
@@ -294,7 +282,7 @@ def run_compress(store: Store | Path | str, cfg: CompressConfig) -> CompressResu
         folder = store.root / COMPRESS_DIR
         atomic_write_json(folder / "config.json", {"config": result.config, "machine": result.machine,
                                                    "store": str(store.root), "model": meta.get("model")})
-        atomic_write_bytes(folder / "compress.csv", _csv(rows))
+        atomic_write_bytes(folder / "compress.csv", csv_text(rows).encode())
         plot_tradeoff(rows, folder / "compress.png", quality=quality,
                       title=f"{dataset}, {meta.get('model')}: {quality} against bytes stored per vector")
         result.csv_path, result.plot_path = str(folder / "compress.csv"), str(folder / "compress.png")

@@ -23,13 +23,10 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import functools
 import gc
 import json
 import math
-import os
-import platform
 import resource
 import statistics
 import time
@@ -43,9 +40,10 @@ import numpy as np
 
 from embedlab.config import ChunkConfig, Dtype, EncodeConfig, to_jsonable
 from embedlab.device import (bf16_supported, empty_cache, gpu_name, peak_memory_mb, reset_peak_memory,
-                             synchronize, torch_threads, torch_version)
-from embedlab.hardware import cpu_model
-from embedlab.planner import Curve, markdown_table, r_of_b
+                             synchronize, torch_threads)
+from embedlab.hardware import machine_info
+from embedlab.planner import Curve, r_of_b
+from embedlab.report import csv_text, machine_line, markdown_table
 
 COLUMNS = ("dtype", "batch", "status", "chunks_per_s", "chunks_per_s_min", "chunks_per_s_max",
            "tokens_per_s", "speedup", "seconds", "chunks", "tokens", "pad_frac", "peak_mem_mb",
@@ -163,20 +161,9 @@ def unsupported_reason(dtype: str, device: str) -> str | None:
     return None
 
 
-def machine_info(device: str) -> dict[str, Any]:
-    """CPU model, cores, torch version and threads, and the GPU when ``device`` is CUDA."""
-    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch_version(),
-            "threads": torch_threads(), "device": device, "python": platform.python_version()}
-    if device.startswith("cuda"):
-        info["gpu"] = gpu_name(device)
-    return info
-
-
 def describe_machine(info: dict[str, Any]) -> str:
-    """One line naming the machine, for benchmark output."""
-    gpu = f", GPU {info['gpu']}" if "gpu" in info else ""
-    return (f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']} "
-            f"({info['threads']} threads), device {info['device']}{gpu}")
+    """One line naming the machine and device (:func:`embedlab.report.machine_line`)."""
+    return "machine: " + machine_line(info)
 
 
 def sample_chunks(cfg: SweepConfig, tokenizer, max_length: int) -> list[np.ndarray]:
@@ -264,7 +251,7 @@ class SweepResult:
               num(r["tokens_per_s"], ",.0f"), num(r["speedup"], ".2f"),
               num(None if r["pad_frac"] is None else 100 * r["pad_frac"], ".1f"),
               num(r["peak_mem_mb"], ",.0f"), r["status"] + (f": {r['note']}" if r["note"] else "")]
-             for r in self.rows])
+             for r in self.rows], align=True)
 
     def fits_table(self) -> str:
         """Markdown table of r_max, b_half (with standard errors), fit error and knee per dtype."""
@@ -277,15 +264,12 @@ class SweepResult:
             [[d, pm(f.r_max, f.r_max_se), pm(f.b_half, f.b_half_se), f"{f.rel_rms:.1%}",
               f"{f.knee}" + (" (extrapolated)" if f.knee > f.max_batch else ""),
               "" if f.knee_measured is None else f.knee_measured, f.points, f.max_batch]
-             for d, f in self.fits.items()])
+             for d, f in self.fits.items()], align=True)
 
     def to_csv(self, path: str | Path) -> Path:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=COLUMNS)
-            w.writeheader()
-            w.writerows({k: ("" if r.get(k) is None else r[k]) for k in COLUMNS} for r in self.rows)
+        path.write_text(csv_text(self.rows, COLUMNS))
         return path
 
     def to_json(self, path: str | Path) -> Path:

@@ -13,7 +13,19 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def hot_model(tmp_path_factory):
-    """A tiny model whose activations overflow in fp16 (inf) but not in fp32."""
+    """A tiny model whose fp16 activations overflow (inf) for texts holding "zebra", and only for
+    them; in fp32 every vector is finite."""
     from embedlab.testing import make_tiny_model
 
-    return make_tiny_model(tmp_path_factory.mktemp("hot") / "model", seed=1, scale_last_layer=1e5)
+    return make_tiny_model(tmp_path_factory.mktemp("hot") / "model", seed=1, hot_word="zebra")
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """One real Dask cluster (scheduler + a worker process) shared by a module's jobs, which would
+    otherwise each start their own and load the model again."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        yield cluster.scheduler_address

@@ -43,6 +43,8 @@ def test_bad_input_matrix(tmp_path, tiny_model, scifact_docs):
     t = pq.read_table(out)
     docs = set(t.column("doc_id").to_pylist())
     assert docs == {scifact_docs[i]["_id"] for i in range(3)} | {"101", "million"}
+    texts = dict(zip(t.column("chunk_id").to_pylist(), t.column("text").to_pylist()))
+    assert texts["101#0"] == "tab\t bell \x07 escape \x1b and NUL-free control chars"  # kept, byte for byte
     big = [c for c in t.column("chunk_id").to_pylist() if c.startswith("million#")]
     assert len(big) > 1000
     ends = sorted(zip(t.column("doc_id").to_pylist(), t.column("char_end").to_pylist()))

@@ -39,6 +39,30 @@ def wait_for_partitions(out: Path, n: int, proc: subprocess.Popen, timeout: floa
     raise TimeoutError("no partition landed")
 
 
+def group_members(pgid: int) -> set[int]:
+    """Every live process in process group ``pgid`` (the job, its cluster's nannies and workers)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.add(int(stat.parent.name))
+    return found
+
+
+def wait_until_gone(pids: set[int], timeout: float = 30) -> set[int]:
+    """The processes of ``pids`` still alive after ``timeout`` seconds."""
+    end = time.time() + timeout
+    alive = set(pids)
+    while alive and time.time() < end:
+        alive = {pid for pid in alive if Path(f"/proc/{pid}").exists()
+                 and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"}
+        time.sleep(0.2)
+    return alive
+
+
 def stop_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -69,12 +93,20 @@ def test_interrupted_job_resumes_and_equals_a_clean_run(job, tmp_path, sig):
     proc = start_embed(corpus, out, "--partition-tokens", "2000")
     try:
         wait_for_partitions(out, 2, proc)
-        os.kill(proc.pid, sig)
+        members = group_members(proc.pid)
+        assert len(members) >= 3  # the job, and its cluster's nanny and worker processes
+        if sig == signal.SIGINT:
+            os.killpg(proc.pid, sig)  # Ctrl-C: the terminal signals the whole foreground group
+        else:
+            os.kill(proc.pid, sig)  # kill -9 of the job alone: its workers must not stay behind
         _, err = proc.communicate(timeout=120)
+        left = wait_until_gone(members)
+        assert not left, f"processes outlived the job: {left}"
     finally:
         stop_group(proc)
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "Run the same command again to resume" in err
+        assert "Traceback" not in err
     else:
         assert proc.returncode == -signal.SIGKILL
     done = len(Store(out).manifest().partitions)

@@ -16,22 +16,34 @@ from embedlab.encoder import Encoder
 from tests.conftest import write_jsonl
 
 
-def test_non_finite_vectors_are_reencoded_in_fp32_not_dropped(tmp_path, hot_model, scifact_docs):
-    texts = [d["text"] for d in scifact_docs[:4]]
-    assert not np.isfinite(Encoder(EncodeConfig(model=str(hot_model), dtype="fp16", device="cpu"))
-                           .encode_texts(texts)).all()  # the fault is real at fp16
-    corpus = write_jsonl(tmp_path / "c.jsonl", scifact_docs[:12])
-    r16 = embedlab.embed(corpus, tmp_path / "fp16", model=str(hot_model), dtype="fp16", progress=False)
-    assert r16.ok and len(r16.reencoded_fp32) == r16.chunks
-    assert "re-encoded" in r16.summary()
+def test_only_the_overflowing_rows_are_reencoded_in_fp32_each_in_its_own_row(tmp_path, hot_model,
+                                                                               scifact_docs):
+    fp16 = Encoder(EncodeConfig(model=str(hot_model), dtype="fp16", device="cpu"))
+    fp32 = Encoder(EncodeConfig(model=str(hot_model), device="cpu"))
+    probe = fp16.encode_texts(["the zebra runs", "the horse runs"])
+    assert np.isfinite(probe).all(1).tolist() == [False, True]  # the fault is real, and selective
+    docs = [dict(d) for d in scifact_docs[:12]]
+    for i in (2, 5, 9):  # a trigger word in the middle of three documents: one chunk of each
+        words = docs[i]["text"].split()
+        docs[i]["text"] = " ".join(words[:len(words) // 2] + ["zebra"] + words[len(words) // 2:])
+    corpus = write_jsonl(tmp_path / "c.jsonl", docs)
+    r16 = embedlab.embed(corpus, tmp_path / "fp16", model=str(hot_model), dtype="fp16", progress=False,
+                         partition_tokens=1000)
+    assert r16.ok and "re-encoded" in r16.summary()
     t = pq.read_table(tmp_path / "fp16")
-    v16 = np.stack(t.column("vector").to_numpy(zero_copy_only=False))
-    assert np.isfinite(v16).all() and sorted(r16.reencoded_fp32) == sorted(t.column("chunk_id").to_pylist())
-    ref = Encoder(EncodeConfig(model=str(hot_model), device="cpu")).encode_texts(
-        t.column("text").to_pylist())
-    assert ((v16 * ref).sum(1)).min() >= 0.9999
+    ids, texts = t.column("chunk_id").to_pylist(), t.column("text").to_pylist()
+    hot = {c for c, text in zip(ids, texts) if "zebra" in text.lower().split()}
+    assert len(hot) == 3 and len(ids) > 20  # some rows overflow, most do not
+    assert sorted(r16.reencoded_fp32) == sorted(hot)  # exactly those rows, not their partitions
     manifest = json.loads((tmp_path / "fp16" / "_manifest.json").read_text())
-    assert sum(len(p["reencoded_fp32"]) for p in manifest["partitions"]) == r16.chunks
+    assert sorted(c for p in manifest["partitions"] for c in p["reencoded_fp32"]) == sorted(hot)
+    v16 = np.stack(t.column("vector").to_numpy(zero_copy_only=False))
+    assert np.isfinite(v16).all()
+    want32 = fp32.encode_texts(texts)  # each row against its own text's vector
+    want16 = fp16.encode_texts(texts)
+    for i, cid in enumerate(ids):
+        want = want32[i] if cid in hot else want16[i]
+        assert np.isfinite(want).all() and float(v16[i] @ want) >= 0.9999, cid
 
 
 def test_remote_code_is_refused_unless_trusted(tmp_path, tiny_model):
