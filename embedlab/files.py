@@ -90,7 +90,7 @@ def atomic_write_bytes(path: Path, data: bytes, resumable: bool = True) -> None:
                 os.fsync(fh.fileno())
             os.chmod(tmp, 0o666 & ~_UMASK)
             os.replace(tmp, path)
-        except BaseException as e:
+        except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from embedlab.errors import EXIT_USAGE, fail
-from embedlab.planner import STREAM_BATCH, Job
+from embedlab.planner import STREAM_BATCH, Job, Rates
 
 
 def plan(
@@ -82,9 +82,9 @@ def plan(
 
 
 def _rates(rate: float | None, rmax: float | None, bhalf: float | None, path: Path | None,
-           dtype: str | None, **options) -> "planner.Rates":
+           dtype: str | None, **options) -> Rates:
     """The plan's rates from the options: --rate, --rmax/--bhalf, or a sweep's JSON."""
-    from embedlab.planner import Curve, Rates, rates_from_sweep
+    from embedlab.planner import Curve, rates_from_sweep
 
     if path is not None:
         if rmax is not None or bhalf is not None:
