@@ -17,7 +17,7 @@ from typing import Any
 from embedlab.beir import Run, load_split
 from embedlab.metrics import DEFAULT_METRICS, ir_metrics
 from embedlab.search import Searcher
-from embedlab.store import SUMMARY_FILE, Store, atomic_write_bytes, atomic_write_json
+from embedlab.store import Store, atomic_write_bytes, atomic_write_json
 
 EVAL_DIR = "_eval"
 
@@ -85,7 +85,7 @@ def evaluate(store: Store | Path | str, data: Path | str, *, split: str = "test"
         run[q] = dict(list(docs.items())[:k])
     mean, per_query = ir_metrics(beir.qrels, run, metrics)
     meta = store.meta()
-    summary_path = store.root / SUMMARY_FILE
+    summary_path = store.summary_path()
     truncated = json.loads(summary_path.read_text()).get("truncated_documents") if summary_path.is_file() else None
     result = EvalResult(
         metrics=mean, per_query=per_query, dataset=data.name, split=split, n_queries=len(qids), k=k,

@@ -37,8 +37,8 @@ from embedlab.embed_result import EmbedResult
 from embedlab.encoder import cached_encoder, describe_model, fast_tokenizer
 from embedlab.files import EnvironmentFault, probe_writable
 from embedlab.partition import Partition, partition_chunks
-from embedlab.store import (FORMAT_VERSION, ID_SCHEME, REJECTS_FILE, SUMMARY_FILE, Manifest,
-                            PartitionEntry, Store, atomic_write_bytes, atomic_write_json)
+from embedlab.store import (FORMAT_VERSION, ID_SCHEME, Manifest, PartitionEntry, Store, atomic_write_bytes,
+                            atomic_write_json)
 
 if TYPE_CHECKING:
     from distributed import Future
@@ -258,7 +258,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
         write_rejects(store, stream.rejects)
         raise EmptyCorpusError(
             f"{cfg.corpus.path}: no document could be embedded ({len(stream.rejects)} record(s) "
-            f"rejected{'; see ' + str(store.root / REJECTS_FILE) if stream.rejects else ''})")
+            f"rejected{'; see ' + str(store.rejects_path) if stream.rejects else ''})")
     try:
         if first is not None:
             n_parts += encode_partitions(cfg, store, manifest, first, partitions, result, started=t0)
@@ -285,7 +285,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     result.reencoded_fp32 = [c for p in manifest.partitions.values() for c in p.reencoded_fp32]
     write_rejects(store, stream.rejects)
     result.wall_seconds = time.perf_counter() - t0
-    atomic_write_json(store.root / SUMMARY_FILE, result.to_json())
+    atomic_write_json(store.summary_path(), result.to_json())
     return result
 
 
@@ -366,7 +366,7 @@ def chunk_while_loading(first: Partition, rest: Iterator[Partition], loading: li
 
 def write_rejects(store: Store, rejects: list[Reject]) -> None:
     """Every rejected record of a run, one JSON object per line, in the store's rejects file."""
-    atomic_write_bytes(store.root / REJECTS_FILE,
+    atomic_write_bytes(store.rejects_path,
                        "".join(json.dumps(r.to_json()) + "\n" for r in rejects).encode())
 
 

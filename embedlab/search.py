@@ -18,8 +18,6 @@ import numpy as np
 from embedlab.config import EncodeConfig
 from embedlab.store import PartitionEntry, Store, drop_tombstoned, faiss_ids
 
-MERGED_INDEX = "_merged/index.faiss"
-
 
 def merge_topk(D: np.ndarray, I: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Global top-k from shard results laid side by side.
@@ -78,7 +76,7 @@ class Searcher:
         self.meta = self.store.meta()
         manifest = self.store.manifest()
         if merged:
-            path = self.store.root / MERGED_INDEX
+            path = self.store.merged_index_path
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: no merged index; run `embedlab merge {self.store.root}`")
             self.shards = [faiss.read_index(str(path))]
@@ -203,7 +201,7 @@ def build_merged_index(store: Store | Path | str) -> Path:
             inner = faiss.downcast_index(shard)
             merged.add_with_ids(inner.index.reconstruct_n(0, shard.ntotal),
                                 faiss.vector_to_array(inner.id_map))
-    path = store.root / MERGED_INDEX
+    path = store.merged_index_path
     atomic_write_bytes(path, faiss.serialize_index(merged).tobytes())
     return path
 

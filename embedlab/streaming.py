@@ -28,15 +28,12 @@ from embedlab.chunking import Chunker
 from embedlab.config import DEFAULT_MODEL, ChunkConfig, CorpusConfig, EmbedConfig, EncodeConfig, to_jsonable
 from embedlab.corpus import Reject
 from embedlab.encoder import cached_encoder
-from embedlab.incremental import (Delta, FeedOp, LiveDoc, commit, feed_changes, index_rows,
-                                  last_ops, live_documents, next_manifest, parse_feed_line, recover,
-                                  stored_config)
+from embedlab.incremental import Delta, FeedOp, feed_changes, last_ops, parse_feed_line, stored_config
 from embedlab.partition import Partition
 from embedlab.pipeline import ChunkStream, embed_partition, make_chunker, store_identity, write_rejects
 from embedlab.files import reporting
 from embedlab.store import Manifest, Store, atomic_write_json
-
-STREAM_SUMMARY_FILE = "_stream_summary.json"
+from embedlab.transaction import LiveDoc, commit, index_rows, live_documents, next_manifest, recover
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -346,5 +343,5 @@ def _run(cfg: StreamConfig, writer: _Writer, on_ready: Callable[[], None] | None
         tail.join(timeout=5)
         result.rejected = len(writer.rejects)
         write_rejects(store, writer.rejects)
-        atomic_write_json(store.root / STREAM_SUMMARY_FILE, result.to_json())
+        atomic_write_json(store.summary_path("stream"), result.to_json())
     return result
