@@ -313,7 +313,9 @@ class Store:
         if indices and indices != list(range(len(indices))):
             missing = sorted(set(range(max(indices) + 1)) - set(indices))
             problems.append(f"{self.manifest_path}: no entry for partition(s) {missing}")
-        for path in sorted(self.root.rglob("*")):
+        # os.walk, unlike rglob, skips a folder that vanishes while it looks: a concurrent writer
+        # removes its staging folder right after its commit.
+        for path in sorted(Path(d) / f for d, _, files in os.walk(self.root) for f in files):
             rel = path.relative_to(self.root).as_posix()
             if not path.is_file() or rel.startswith(f"{STAGING_DIR}/"):  # not committed, not read
                 continue
