@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from embedlab.config import to_jsonable
-from embedlab.store import REJECTS_FILE
+from embedlab.store import Store
 
 
 @dataclass
@@ -58,7 +58,7 @@ class EmbedResult:
 
     @property
     def rejects_path(self) -> Path:
-        return self.out / REJECTS_FILE
+        return Store(self.out).rejects_path
 
     def to_json(self) -> dict[str, Any]:
         d = to_jsonable(dataclasses.asdict(self))

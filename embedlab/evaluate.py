@@ -20,7 +20,7 @@ from typing import Any
 from embedlab.beir import BeirSplit, Run, load_split
 from embedlab.metrics import DEFAULT_METRICS, ir_metrics, metrics_at_depth
 from embedlab.search import Searcher
-from embedlab.store import SUMMARY_FILE, Store, atomic_write_bytes, atomic_write_json
+from embedlab.store import Store, atomic_write_bytes, atomic_write_json
 
 EVAL_DIR = "_eval"
 log = logging.getLogger(__name__)  # warnings reach stderr without any logging set-up (logging.lastResort)
@@ -142,7 +142,7 @@ def evaluate(store: Store | Path | str, data: Path | str, *, split: str = "test"
     for w in warnings:
         log.warning("warning: %s", w)
     meta = store.meta()
-    summary_path = store.root / SUMMARY_FILE
+    summary_path = store.summary_path()
     truncated = json.loads(summary_path.read_text()).get("truncated_documents") if summary_path.is_file() else None
     result = EvalResult(
         metrics=mean, per_query=per_query, dataset=data.name, split=split, n_queries=len(qids), k=k,

@@ -6,22 +6,18 @@ the stream into token-balanced partitions. Each partition that the store does no
 most a few tasks per worker are in flight, so memory stays bounded however large the corpus.
 A task encodes its partition with the worker's cached encoder and writes its Parquet file and
 FAISS shard atomically; the driver records the result in the manifest as each one lands, so
-an interrupted run loses only the partitions in flight.
+an interrupted run loses only the partitions in flight. The submitting, re-sending and landing
+is :mod:`embedlab.jobs`'s; :class:`PartitionJob` says how a partition is skipped and recorded.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import itertools
 import json
 import shutil
-import signal
-import sys
-import threading
 import time
-from concurrent.futures import CancelledError
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,9 +33,9 @@ from embedlab.embed_result import EmbedResult
 from embedlab.encoder import cached_encoder, describe_model, fast_tokenizer
 from embedlab.files import EnvironmentFault, probe_writable
 from embedlab.index import ID_SCHEME
+from embedlab.jobs import run_on_cluster
 from embedlab.partition import Partition, partition_chunks
-from embedlab.store import (FORMAT_VERSION, REJECTS_FILE, SUMMARY_FILE, Manifest,
-                            PartitionEntry, Store, atomic_write_bytes, atomic_write_json)
+from embedlab.store import FORMAT_VERSION, Manifest, PartitionEntry, Store, atomic_write_bytes, atomic_write_json
 
 if TYPE_CHECKING:
     from distributed import Future
@@ -260,7 +256,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
         write_rejects(store, stream.rejects)
         raise EmptyCorpusError(
             f"{cfg.corpus.path}: no document could be embedded ({len(stream.rejects)} record(s) "
-            f"rejected{'; see ' + str(store.root / REJECTS_FILE) if stream.rejects else ''})")
+            f"rejected{'; see ' + str(store.rejects_path) if stream.rejects else ''})")
     try:
         if first is not None:
             n_parts += encode_partitions(cfg, store, manifest, first, partitions, result, started=t0)
@@ -287,7 +283,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     result.reencoded_fp32 = [c for p in manifest.partitions.values() for c in p.reencoded_fp32]
     write_rejects(store, stream.rejects)
     result.wall_seconds = time.perf_counter() - t0
-    atomic_write_json(store.root / SUMMARY_FILE, result.to_json())
+    atomic_write_json(store.summary_path(), result.to_json())
     return result
 
 
@@ -368,7 +364,7 @@ def chunk_while_loading(first: Partition, rest: Iterator[Partition], loading: li
 
 def write_rejects(store: Store, rejects: list[Reject]) -> None:
     """Every rejected record of a run, one JSON object per line, in the store's rejects file."""
-    atomic_write_bytes(store.root / REJECTS_FILE,
+    atomic_write_bytes(store.rejects_path,
                        "".join(json.dumps(r.to_json()) + "\n" for r in rejects).encode())
 
 
@@ -381,136 +377,62 @@ def _encode_config_for(encode: EncodeConfig, cluster: ClusterInfo) -> EncodeConf
     return replace(encode, **changes) if changes else encode
 
 
-MAX_LOST_ATTEMPTS = 3  # times a partition is re-sent after the worker holding it died
+class PartitionJob:
+    """Partitions encoded on the cluster into ``store``, each recorded in ``manifest`` as it lands.
 
-
-def _scatter(client, part: Partition, attempts: int = 5):
-    """Send ``part`` to a worker; if that worker dies mid-send, wait a moment and pick another."""
-    from distributed.comm.core import CommClosedError
-
-    for attempt in range(attempts):
-        try:
-            [data] = client.scatter([part], hash=False)
-            return data
-        except (CommClosedError, OSError):
-            if attempt + 1 == attempts:
-                raise
-            time.sleep(1.0 + attempt)
-
-
-class _StopOnSigint:
-    """Turn SIGINT into a KeyboardInterrupt at the next safe point of the dispatch loop.
-
-    Dask's client runs its I/O on another thread and may swallow an interrupt that lands inside
-    one of its calls; a flag checked between partitions stops the job the same way every time.
+    Embed runs it on the store itself; an update on the store's staging folder and its journal.
     """
 
-    def __init__(self) -> None:
-        self.requested = False
-        self._old = None
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+    name = "embed"
 
-    def _handle(self, signum, frame) -> None:
-        self.requested = True
+    def __init__(self, store: Store, manifest: Manifest, result: EmbedResult, progress: bool):
+        self.store, self.manifest, self.result, self.progress = store, manifest, result, progress
+        self.fed = [0, 0]  # real and padded tokens fed to the model
 
-    def check(self) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
+    def key(self, part: Partition) -> str:
+        return f"embed-{part.index:05d}-{part.digest[:16]}"
 
-    def restore(self) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-            self._old = None
+    def describe(self, part: Partition) -> str:
+        return f"partition {part.index}"
+
+    def size(self, part: Partition) -> int:
+        return part.n_chunks
+
+    def done(self, part: Partition) -> bool:
+        """True when the store holds ``part`` (same digest, intact files); else forget its old entry."""
+        current = self.manifest.partitions.get(part.index)
+        if self.store.entry_is_current(current, part.digest):
+            current.tombstones = []  # its files hold exactly this partition: every row is live
+            self.result.partitions_skipped += 1
+            return True
+        self.manifest.partitions.pop(part.index, None)
+        return False
+
+    def land(self, part: Partition, outcome: PartitionOutcome) -> None:
+        entry = outcome.entry
+        self.result.forward_seconds += outcome.forward_seconds
+        self.fed[0] += outcome.tokens
+        self.fed[1] += outcome.padded_tokens
+        old = self.manifest.partitions.get(entry.index)
+        if old is not None and (old.parquet != entry.parquet or old.faiss != entry.faiss):
+            self.store.remove_partition(old.index)
+        self.manifest.partitions[entry.index] = entry
+        self.store.write_manifest(self.manifest)
+        self.result.partitions_encoded += 1
+
+    def save(self) -> None:
+        self.store.write_manifest(self.manifest)
 
 
 def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manifest,
                     encode: EncodeConfig, partitions: Iterator[Partition], result: EmbedResult,
                     cfg: EmbedConfig) -> int:
-    """Submit every partition the store lacks, at most a few per worker at a time.
-
-    Each partition is scattered to a worker and the task takes the scattered future, so the
-    scheduler and the client never keep a copy of the payload in a task spec (embedding payloads
-    in specs made the driver grow by about a payload per task). Scattered data dies with its
-    worker, so a partition whose worker died is scattered and submitted again.
-    """
-    from distributed import as_completed
-    from tqdm.auto import tqdm
-
-    max_in_flight = max(2, 2 * cluster.workers)
-    pending = as_completed()
-    in_flight: dict[str, tuple[Partition, object, int]] = {}
-    n_parts = 0
-    fed = [0, 0]  # real and padded tokens fed to the model
-    started: float | None = None
-    bar = tqdm(unit="chunk", desc="embed", disable=not cfg.progress, file=sys.stderr,
-               dynamic_ncols=True)
-
-    def submit(part: Partition, attempt: int = 0) -> None:
-        data = _scatter(client, part)
-        future = client.submit(embed_partition_task, data, str(store.root), encode, retries=2,
-                               key=f"embed-{part.index:05d}-{part.digest[:16]}-{attempt}")
-        in_flight[future.key] = (part, data, attempt)
-        pending.add(future)
-
-    def land(future) -> None:
-        part, data, attempt = in_flight.pop(future.key)
-        try:
-            outcome: PartitionOutcome = future.result()
-        except CancelledError:  # its input was lost with a dead worker: send it again
-            if attempt + 1 >= MAX_LOST_ATTEMPTS:
-                raise RuntimeError(f"partition {part.index} was lost with {attempt + 1} workers") from None
-            result.partitions_resent += 1
-            submit(part, attempt + 1)
-            return
-        finally:
-            future.release()
-            data.release()
-        if isinstance(outcome, EnvironmentFault):
-            raise outcome
-        entry = outcome.entry
-        result.forward_seconds += outcome.forward_seconds
-        fed[0] += outcome.tokens
-        fed[1] += outcome.padded_tokens
-        old = manifest.partitions.get(entry.index)
-        if old is not None and (old.parquet != entry.parquet or old.faiss != entry.faiss):
-            store.remove_partition(old.index)
-        manifest.partitions[entry.index] = entry
-        store.write_manifest(manifest)
-        result.partitions_encoded += 1
-        bar.update(entry.rows)
-        bar.set_postfix(partitions=f"{result.partitions_encoded + result.partitions_skipped}")
-
-    stop = _StopOnSigint()
-    try:
-        for part in partitions:
-            stop.check()
-            n_parts += 1
-            current = manifest.partitions.get(part.index)
-            if store.entry_is_current(current, part.digest):
-                current.tombstones = []  # its files hold exactly this partition: every row is live
-                result.partitions_skipped += 1
-                bar.update(part.n_chunks)
-                continue
-            manifest.partitions.pop(part.index, None)
-            started = started or time.perf_counter()
-            submit(part)
-            while len(in_flight) >= max_in_flight:
-                land(next(pending))
-                stop.check()
-        while in_flight:
-            land(next(pending))
-            stop.check()
-    except BaseException:
-        with contextlib.suppress(EnvironmentFault):  # the first fault is the one to report
-            store.write_manifest(manifest)
-        raise
-    else:
-        store.write_manifest(manifest)
-    finally:
-        stop.restore()
-        bar.close()
-    if started is not None:
-        result.encode_wall_seconds = time.perf_counter() - started
-    result.padding_waste = 1 - fed[0] / fed[1] if fed[1] else 0.0
-    return n_parts
+    """Submit every partition the store lacks, at most a few per worker at a time (see :mod:`embedlab.jobs`)."""
+    job = PartitionJob(store, manifest, result, cfg.progress)
+    stats = run_on_cluster(client, job, partitions, embed_partition_task, str(store.root), encode,
+                           max_in_flight=max(2, 2 * cluster.workers))
+    result.partitions_resent += stats.resent
+    if stats.first_submit is not None:
+        result.encode_wall_seconds = time.perf_counter() - stats.first_submit
+    result.padding_waste = 1 - job.fed[0] / job.fed[1] if job.fed[1] else 0.0
+    return stats.units

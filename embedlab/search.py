@@ -22,8 +22,6 @@ from embedlab.index import (IdMap, document_topk, faiss_ids, merge_shards, read_
                             serialize_index)
 from embedlab.store import Store, StoreError, atomic_write_bytes
 
-MERGED_INDEX = "_merged/index.faiss"
-
 
 @dataclass(frozen=True)
 class Hit:
@@ -94,7 +92,7 @@ class Searcher:
         manifest = self.store.manifest()
         entries = [manifest.partitions[i] for i in sorted(manifest.partitions)]
         if merged:
-            path = self.store.root / MERGED_INDEX
+            path = self.store.merged_index_path
             if not path.is_file():
                 raise FileNotFoundError(f"{path}: no merged index; run `embedlab merge {self.store.root}`")
             self.shards = [read_shard(path)]
@@ -187,6 +185,6 @@ def build_merged_index(store: Store | Path | str) -> Path:
     manifest = store.manifest()
     shards = [read_shard(store.root / e.faiss, e.tombstones)
               for e in (manifest.partitions[i] for i in sorted(manifest.partitions))]
-    path = store.root / MERGED_INDEX
+    path = store.merged_index_path
     atomic_write_bytes(path, serialize_index(merge_shards(shards, int(store.meta()["dim"]))))
     return path

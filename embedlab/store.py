@@ -8,7 +8,9 @@ Layout of a store folder ``OUT``::
     OUT/_embedlab.json            what made the store: model, checksum, dtype, chunking
     OUT/_manifest.json            per partition: rows, tokens, content digest, file sha256s
     OUT/_rejects.jsonl            every bad input record, with file, line and reason
-    OUT/_summary.json             counts and timings of the last run
+    OUT/_summary.json             counts and timings of the last embed (_update_summary.json,
+                                  _stream_summary.json: of the last update and stream)
+    OUT/_merged/index.faiss       every shard joined into one index (derived; an update drops it)
     OUT/_staging/                 partitions of an update or stream batch not yet committed
     OUT/_writer.lock              held by the one update, compact or stream writing the store
 
@@ -16,8 +18,9 @@ Every name that is not a partition starts with ``_`` or ``.``, which pyarrow, pa
 DuckDB skip, so ``OUT`` opens as one Parquet dataset. Files are written under a hidden
 temporary name and renamed into place, so no reader ever sees half a file.
 
-The manifest is the commit point: a partition belongs to the store once the manifest names it.
-An update (:mod:`embedlab.incremental`) appends partitions and marks the rows it replaces or
+The manifest (its records are in :mod:`embedlab.manifest`) is the commit point: a partition
+belongs to the store once the manifest names it. An update (:mod:`embedlab.transaction` holds the
+writers' recover / commit / compact steps) appends partitions and marks the rows it replaces or
 deletes as *tombstones* in the manifest entry of the partition holding them; readers
 (:meth:`Store.iter_tables`, :class:`embedlab.search.Searcher`) skip them, and compaction rewrites
 such a partition under its next *generation* name (``part-00003.g1.parquet``) without them.
@@ -31,7 +34,6 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +41,14 @@ import numpy as np
 
 from embedlab.index import faiss_ids, read_shard, shard_bytes, shard_ids
 from embedlab.files import atomic_write_bytes, atomic_write_json, reporting, sha256_file
+from embedlab.manifest import Manifest, PartitionEntry, drop_tombstoned, part_name
 
 STORE_FILE = "_embedlab.json"
 MANIFEST_FILE = "_manifest.json"
 REJECTS_FILE = "_rejects.jsonl"
 SUMMARY_FILE = "_summary.json"
+SUMMARY_FILES = {"embed": SUMMARY_FILE, "update": "_update_summary.json", "stream": "_stream_summary.json"}
+MERGED_DIR = "_merged"
 FAISS_DIR = "_faiss"
 STAGING_DIR = "_staging"
 LOCK_FILE = "_writer.lock"
@@ -61,20 +66,6 @@ class StoreMismatchError(StoreError):
     pass
 
 
-def part_name(index: int, generation: int = 0) -> str:
-    """``part-00003``; a compacted rewrite is ``part-00003.g1``, ``part-00003.g2``, ..."""
-    return f"part-{index:05d}" + (f".g{generation}" if generation else "")
-
-
-def drop_tombstoned(table: Any, tombstones: Sequence[str]) -> Any:
-    """``table`` (with a ``chunk_id`` column) without the rows whose chunk id is tombstoned."""
-    if not tombstones:
-        return table
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    dead = pc.is_in(table.column("chunk_id"), value_set=pa.array(list(tombstones), type=pa.string()))
-    return table.filter(pc.invert(dead))
 
 
 def read_json(path: Path) -> Any:
@@ -82,68 +73,6 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise StoreError(f"{path}: not valid JSON ({e}); the store is damaged") from e
-
-
-@dataclass
-class PartitionEntry:
-    """One manifest row: everything needed to check a partition without trusting it."""
-
-    index: int
-    rows: int
-    tokens: int
-    docs: int
-    digest: str  # Partition.digest: what was encoded
-    parquet: str  # paths relative to the store folder
-    faiss: str
-    parquet_sha256: str
-    faiss_sha256: str
-    reencoded_fp32: list[str] = field(default_factory=list)  # chunks whose vectors were non-finite
-    tombstones: list[str] = field(default_factory=list)  # sorted chunk ids of rows no longer live
-    generation: int = 0  # times compaction rewrote the partition; part of its file names
-
-    def to_json(self) -> dict[str, Any]:
-        d = dict(self.__dict__)
-        for key in ("tombstones", "generation"):  # absent when unused: older manifests read the same
-            if not d[key]:
-                del d[key]
-        return d
-
-    @property
-    def live_rows(self) -> int:
-        return self.rows - len(self.tombstones)
-
-
-@dataclass
-class Manifest:
-    partitions: dict[int, PartitionEntry] = field(default_factory=dict)
-    complete: bool = False  # True once a run planned and wrote every partition
-
-    def to_json(self) -> dict[str, Any]:
-        return {"complete": self.complete,
-                "partitions": [self.partitions[k].to_json() for k in sorted(self.partitions)]}
-
-    @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Manifest:
-        parts = {p["index"]: PartitionEntry(**p) for p in obj.get("partitions", [])}
-        return cls(partitions=parts, complete=bool(obj.get("complete", False)))
-
-    @property
-    def rows(self) -> int:
-        """Rows in the partition files, tombstoned ones included."""
-        return sum(p.rows for p in self.partitions.values())
-
-    @property
-    def live_rows(self) -> int:
-        return sum(p.live_rows for p in self.partitions.values())
-
-    @property
-    def next_index(self) -> int:
-        """Index of the next partition an update appends."""
-        return max(self.partitions, default=-1) + 1
-
-    def files(self) -> set[str]:
-        """Paths (relative to the store) of every file the manifest names."""
-        return {f for e in self.partitions.values() for f in (e.parquet, e.faiss)}
 
 
 class Store:
@@ -184,6 +113,25 @@ class Store:
         with reporting(self.root, "create the store folder", resumable=False):
             (self.root / FAISS_DIR).mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.meta_path, meta, resumable=False)
+
+    # -- job records --------------------------------------------------------------------------
+    @property
+    def rejects_path(self) -> Path:
+        """Every input record the last job rejected, one JSON object per line."""
+        return self.root / REJECTS_FILE
+
+    def summary_path(self, job: str = "embed") -> Path:
+        """Counts and timings of the last ``job`` ("embed", "update" or "stream")."""
+        return self.root / SUMMARY_FILES[job]
+
+    @property
+    def merged_dir(self) -> Path:
+        """Indexes derived from the shards (the merged index); a commit makes them stale."""
+        return self.root / MERGED_DIR
+
+    @property
+    def merged_index_path(self) -> Path:
+        return self.merged_dir / "index.faiss"
 
     # -- manifest -----------------------------------------------------------------------------
     @property
@@ -350,7 +298,9 @@ class Store:
         if indices and indices != list(range(len(indices))):
             missing = sorted(set(range(max(indices) + 1)) - set(indices))
             problems.append(f"{self.manifest_path}: no entry for partition(s) {missing}")
-        for path in sorted(self.root.rglob("*")):
+        # os.walk, unlike rglob, skips a folder that vanishes while it looks: a concurrent writer
+        # removes its staging folder right after its commit.
+        for path in sorted(Path(d) / f for d, _, files in os.walk(self.root) for f in files):
             rel = path.relative_to(self.root).as_posix()
             if not path.is_file() or rel.startswith(f"{STAGING_DIR}/"):  # not committed, not read
                 continue

@@ -7,7 +7,8 @@ the oldest has waited ``max_delay_ms``, classifies them against the store like a
 (new, modified, unchanged, deleted), encodes the changed documents in-process with the cached
 encoder (no Dask: the batch is small and latency is the point), and commits one partition plus
 tombstones with the same atomic manifest commit as ``embedlab update``. A document is
-searchable once that commit lands; its latency is arrival to commit.
+searchable once that commit lands; its latency is arrival to commit. The loop is
+:func:`embedlab.jobs.run_in_process`: a Ctrl-C stops the stream between two batches.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,15 +30,13 @@ from embedlab.config import DEFAULT_MODEL, ChunkConfig, CorpusConfig, EmbedConfi
 from embedlab.corpus import Reject
 from embedlab.device import torch_threads
 from embedlab.encoder import cached_encoder
-from embedlab.incremental import (Delta, FeedOp, LiveDoc, commit, feed_changes, index_rows,
-                                  last_ops, live_documents, next_manifest, parse_feed_line, recover,
-                                  stored_config)
+from embedlab.incremental import Delta, FeedOp, feed_changes, last_ops, parse_feed_line, stored_config
 from embedlab.partition import Partition
 from embedlab.pipeline import ChunkStream, embed_partition, make_chunker, store_identity, write_rejects
 from embedlab.files import reporting
-from embedlab.store import Manifest, Store, atomic_write_json
-
-STREAM_SUMMARY_FILE = "_stream_summary.json"
+from embedlab.jobs import run_in_process
+from embedlab.store import Manifest, PartitionEntry, Store, atomic_write_json
+from embedlab.transaction import LiveDoc, commit, index_rows, live_documents, next_manifest, recover
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -220,11 +219,24 @@ def next_batch(q: queue.Queue, max_batch: int, max_delay_s: float, wait_s: float
     return batch
 
 
-class _Writer:
-    """Applies micro-batches to the store: classify, chunk, encode, commit.
+@dataclass(frozen=True)
+class _Staged:
+    """A micro-batch classified, chunked and encoded into staging, not yet committed."""
 
-    The caller holds the store's writer lock for the writer's lifetime.
+    delta: Delta
+    part: Partition | None  # None when the batch only deleted or changed nothing
+    added: list[PartitionEntry]
+
+
+class _Writer:
+    """Applies micro-batches to the store: classify, chunk, encode (the task), commit (landing).
+
+    A job of :func:`embedlab.jobs.run_in_process`; the caller holds the store's writer lock for
+    the writer's lifetime.
     """
+
+    name = "stream"
+    progress = False
 
     def __init__(self, store: Store, cfg: EmbedConfig, chunker: Chunker, result: StreamResult):
         self.store, self.cfg, self.chunker, self.result = store, cfg, chunker, result
@@ -238,7 +250,19 @@ class _Writer:
                           "torch_threads": torch_threads()}
         self.rejects: list[Reject] = []
 
-    def apply(self, batch: list[Arrival]) -> None:
+    def key(self, batch: list[Arrival]) -> str:
+        return f"stream-batch-{self.result.batches}"
+
+    def describe(self, batch: list[Arrival]) -> str:
+        return f"micro-batch {self.result.batches} ({len(batch)} records)"
+
+    def done(self, batch: list[Arrival]) -> bool:
+        return False  # a stream never sees a batch twice
+
+    def size(self, batch: list[Arrival]) -> int:
+        return len(batch)
+
+    def stage(self, batch: list[Arrival]) -> _Staged:
         delta = Delta(self.live)
         docs = list(feed_changes(last_ops((a.record for a in batch), self.rejects), delta))
         stream = ChunkStream(docs, self.chunker, max(1, len(docs)))
@@ -250,12 +274,18 @@ class _Writer:
             t0 = time.perf_counter()
             added.append(embed_partition(part, str(self.store.staging.root), self.cfg.encode).entry)
             self.result.encode_seconds += time.perf_counter() - t0
-        if added or delta.dead:
-            new = next_manifest(self.manifest, added, delta.dead)
-            commit(self.store, new, added)
+        return _Staged(delta, part, added)
+
+    def land(self, batch: list[Arrival], staged: _Staged) -> None:
+        if staged.added or staged.delta.dead:
+            new = next_manifest(self.manifest, staged.added, staged.delta.dead)
+            commit(self.store, new, staged.added)
             self.manifest = new
             self.result.commits += 1
-        self._record(batch, delta, part, time.perf_counter())
+        self._record(batch, staged.delta, staged.part, time.perf_counter())
+
+    def save(self) -> None:
+        pass  # every batch was committed as it landed
 
     def _record(self, batch: list[Arrival], delta: Delta, part: Partition | None, done: float) -> None:
         for doc_id in delta.removed:
@@ -319,27 +349,33 @@ def _run(cfg: StreamConfig, writer: _Writer, on_ready: Callable[[], None] | None
     if on_ready is not None:
         on_ready()
     tail.start()
-    first: float | None = None
-    last_activity = time.perf_counter()
-    try:
+
+    def batches() -> Iterator[list[Arrival] | None]:
+        """Micro-batches as they fill; None while waiting, until the source is done or idle."""
+        first: float | None = None
+        last_activity = time.perf_counter()
         while True:
             batch = next_batch(arrivals, cfg.max_batch, cfg.max_delay_ms / 1e3, 0.05)
             if batch:
                 first = batch[0].seen if first is None else first
-                writer.apply(batch)
+                yield batch  # the runner lands (commits) it before asking for the next one
                 last_activity = time.perf_counter()
                 result.wall_seconds = last_activity - first
                 continue
             if tail.error is not None:
                 raise tail.error
             if tail.done.is_set() and arrivals.empty():
-                break
+                return
             if cfg.idle_exit_s is not None and time.perf_counter() - last_activity >= cfg.idle_exit_s:
-                break
+                return
+            yield None
+
+    try:
+        run_in_process(writer, batches(), writer.stage)
     finally:
         tail.stop()
         tail.join(timeout=5)
         result.rejected = len(writer.rejects)
         write_rejects(store, writer.rejects)
-        atomic_write_json(store.root / STREAM_SUMMARY_FILE, result.to_json())
+        atomic_write_json(store.summary_path("stream"), result.to_json())
     return result

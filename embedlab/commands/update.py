@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from embedlab.errors import EXIT_REJECTS, reported, usage
+from embedlab.store import Store
 from embedlab.streaming import StreamConfig
 
 
@@ -59,7 +60,7 @@ def update(
         result = run(cfg)
     typer.echo(json.dumps(result.to_json(), indent=2) if as_json else result.summary())
     if not result.ok:
-        typer.echo(f"embedlab: {result.rejected} input record(s) rejected; see {out / '_rejects.jsonl'}",
+        typer.echo(f"embedlab: {result.rejected} input record(s) rejected; see {Store(out).rejects_path}",
                    err=True)
         raise typer.Exit(EXIT_REJECTS)
 
@@ -120,6 +121,6 @@ def stream(
         result = run(cfg)
     typer.echo(json.dumps(result.to_json(), indent=2) if as_json else result.summary())
     if result.rejected:
-        typer.echo(f"embedlab: {result.rejected} record(s) rejected; see {out / '_rejects.jsonl'}", err=True)
+        typer.echo(f"embedlab: {result.rejected} record(s) rejected; see {Store(out).rejects_path}", err=True)
         raise typer.Exit(EXIT_REJECTS)
 
