@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import busy_note, markdown_table, write_results  # noqa: E402
+from benchmarks.common import Results, busy_note, markdown_table  # noqa: E402
 from embedlab.commitlog import CommitLog  # noqa: E402
 from embedlab.store import Manifest, PartitionEntry, Store  # noqa: E402
 
@@ -155,7 +155,7 @@ def main() -> None:
                     "entries instead of 100,000 and stores of 20 MB / 200 MB")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     args = ap.parse_args()
-    started = time.perf_counter()
+    results = Results("control_plane_baseline", device=None)  # named by machine and date
     load_before = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="bench-cp-", dir=args.work))
     try:
@@ -216,10 +216,9 @@ def main() -> None:
                  "posix_fadvise(DONTNEED) first." + (" --quick: small sizes." if args.quick else "")
                  + f" Load average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} on "
                  f"{os.cpu_count()} cores (other jobs share them)." + busy_note(load_before))
-        write_results("control_plane_baseline.md", "Control plane: commit and open costs (baseline)",
+        results.write_markdown("Control plane: commit and open costs (baseline)",
                       intro, commit_table + "\n\n" + open_table,
-                      "python benchmarks/bench_control_plane.py" + (" --quick" if args.quick else ""),
-                      started)
+                      "python benchmarks/bench_control_plane.py" + (" --quick" if args.quick else ""))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

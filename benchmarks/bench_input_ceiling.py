@@ -21,18 +21,16 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import DATA, REPO, busy_note, markdown_table, write_results  # noqa: E402
+from benchmarks.common import DATA, REPO, Results, busy_note, markdown_table  # noqa: E402
 
 RAW = r"""
 import json, sys, time
@@ -95,7 +93,7 @@ def main() -> None:
     ap.add_argument("--corpus", default="wikipedia-vital-en", help="a folder under the data dir")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    started = time.perf_counter()
+    results = Results("input_ceiling_baseline", device=None)  # named by machine and date
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-input-") as tmp:
         corpus = plain_jsonl(args.corpus, Path(tmp))
@@ -127,9 +125,9 @@ def main() -> None:
              f"{1e6 / per_core:.2f} us per token per core. Load average (1 min) before / after the run: "
              f"{load_before:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other jobs share them)."
              + busy_note(load_before))
-    write_results("input_ceiling_baseline.md", "Input ceiling: raw tokenizer vs today's driver (baseline)",
+    results.write_markdown("Input ceiling: raw tokenizer vs today's driver (baseline)",
                   intro, table, f"python benchmarks/bench_input_ceiling.py --corpus {args.corpus} "
-                  f"--repeats {args.repeats}", started)
+                  f"--repeats {args.repeats}")
 
 
 if __name__ == "__main__":

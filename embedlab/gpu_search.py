@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from embedlab.search import merge_topk
+from embedlab.index import merge_topk
 
 
 class TorchFlatIndex:

@@ -107,7 +107,7 @@ def test_disk_full_is_one_line_naming_the_file_and_the_store_resumes(corpus, tin
         again = embed(path, out, tiny_model, "--json", *shared)
         assert again.returncode == 0, again.stderr
         got = files(out)
-    assert f": cannot write: " in line and str(out) in line and RESUMABLE in line
+    assert ": cannot write: " in line and str(out) in line and RESUMABLE in line
     assert listed >= 1  # what landed before the fault was kept ...
     assert json.loads(again.stdout)["partitions_skipped"] >= listed  # ... and reused by the re-run
     assert got == files(clean)  # byte for byte what an undisturbed run writes
