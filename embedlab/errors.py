@@ -15,8 +15,11 @@ and run the job inside :func:`reported` (a library error is a failed job, exit 1
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -71,3 +74,11 @@ def reported(interrupted: str = "interrupted; run the same command again to resu
         if isinstance(e, job_errors()):
             raise fail(str(e)) from None
         raise
+
+
+def print_result(result: Any, as_json: bool, rejects_path: Path) -> None:
+    """Print a job's summary (or its JSON); exit 3, naming the rejects file, when records were rejected."""
+    typer.echo(json.dumps(result.to_json(), indent=2) if as_json else result.summary())
+    if not result.ok:
+        typer.echo(f"embedlab: {result.rejected} input record(s) rejected; see {rejects_path}", err=True)
+        raise typer.Exit(EXIT_REJECTS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,7 +9,7 @@ import typer
 
 from embedlab.config import (ChunkConfig, ClusterConfig, CorpusConfig, EmbedConfig, EncodeConfig,
                              default_corpus)
-from embedlab.errors import EXIT_REJECTS, reported, usage
+from embedlab.errors import print_result, reported, usage
 
 
 def default_out(corpus: Path) -> Path:
@@ -97,8 +96,4 @@ def embed(
     with reported(f"interrupted; finished partitions are kept in {out}. "
                   "Run the same command again to resume."):
         result = run(cfg)
-    typer.echo(json.dumps(result.to_json(), indent=2) if as_json else result.summary())
-    if not result.ok:
-        typer.echo(f"embedlab: {result.rejected} input record(s) rejected; see {result.rejects_path}",
-                   err=True)
-        raise typer.Exit(EXIT_REJECTS)
+    print_result(result, as_json, result.rejects_path)

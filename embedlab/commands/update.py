@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from embedlab.errors import EXIT_REJECTS, reported, usage
+from embedlab.errors import EXIT_REJECTS, print_result, reported, usage
 from embedlab.store import Store
 from embedlab.streaming import StreamConfig
 
@@ -58,11 +58,7 @@ def update(
     with reported(f"interrupted; {out} is as it was before this update. "
                   "Run the same command again to finish it."):
         result = run(cfg)
-    typer.echo(json.dumps(result.to_json(), indent=2) if as_json else result.summary())
-    if not result.ok:
-        typer.echo(f"embedlab: {result.rejected} input record(s) rejected; see {Store(out).rejects_path}",
-                   err=True)
-        raise typer.Exit(EXIT_REJECTS)
+    print_result(result, as_json, Store(out).rejects_path)
 
 
 def compact(
