@@ -15,7 +15,7 @@ def embed(
     out: str | Path,
     *,
     model: str = DEFAULT_MODEL,
-    dtype: str = "fp32",
+    dtype: str = "auto",
     batch_size: int = 128,
     max_batch_tokens: int | None = None,
     device: str = "auto",

@@ -52,7 +52,9 @@ def embed(
         help="Padded-token budget per batch: short chunks come in larger batches (up to --batch-size), "
              "long ones in smaller. Default: 2048 on CPU (measured fastest), none on CUDA; "
              "0: none, every batch has --batch-size chunks.")] = None,
-    dtype: Annotated[str, typer.Option(help="Encoder precision: fp32, fp16, bf16, or int8 (CPU only, lossy: see README).")] = "fp32",
+    dtype: Annotated[str, typer.Option(
+        help="Encoder precision: auto (bf16 on CPUs with native bf16, else fp32; fp16 on CUDA; an existing "
+             "store's own), fp32 (sentence-transformers' vectors), fp16, bf16, or int8 (CPU only: see README).")] = "auto",
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda[:N].")] = "auto",
     workers: Annotated[Optional[int], typer.Option(
         help="Workers of the in-process cluster. Default: one per GPU, else 1 on CPU.")] = None,

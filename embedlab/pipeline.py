@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import platform
 import signal
 import sys
 import threading
@@ -31,7 +32,7 @@ from embedlab.chunking import Chunk, Chunker
 from embedlab.cluster import ClusterInfo, connect
 from embedlab.config import Dtype, EmbedConfig, EncodeConfig, to_jsonable
 from embedlab.corpus import CorpusError, Document, Record, Reject, read_corpus, resolve_format
-from embedlab.encoder import cached_encoder, describe_model, fast_tokenizer
+from embedlab.encoder import cached_encoder, describe_model, fast_tokenizer, resolve_dtype
 from embedlab.partition import Partition, partition_chunks
 from embedlab.store import (FORMAT_VERSION, ID_SCHEME, REJECTS_FILE, SUMMARY_FILE, Manifest,
                             PartitionEntry, Store, atomic_write_bytes, atomic_write_json)
@@ -135,6 +136,7 @@ class EmbedResult:
             f"({self.cluster.get('kind')}), {self.encoder.get('device')} {self.encoder.get('dtype')}"
             + (", compiled" if self.encoder.get("compiled") else ", eager")
             + (f" (compile failed: {self.encoder['compile_error']})" if self.encoder.get("compile_error") else ""),
+            *(f"precision   {note}" for note in self.encoder.get("dtype_notes", [])),
             f"store       {self.out}",
         ]
         return "\n".join(lines)
@@ -173,7 +175,9 @@ def load_encoder(encode: EncodeConfig) -> dict[str, Any]:
     """Load (and cache) the worker's encoder before any partition arrives; say how it runs."""
     t0 = time.perf_counter()
     enc = cached_encoder(encode)
-    return {"load_seconds": time.perf_counter() - t0, "device": enc.device, "dtype": encode.dtype.value,
+    note = enc.dtype_note and f"worker {platform.node()}: {enc.dtype_note}"
+    return {"load_seconds": time.perf_counter() - t0, "device": enc.device, "dtype": enc.dtype.value,
+            "dtype_notes": [note] if note else [],
             "compiled": enc.compiled, "compile_error": enc.compile_error, "torch_threads": enc.torch_threads,
             "max_batch_tokens": enc.max_batch_tokens, "batch_size": encode.batch_size,
             "keeps_freed_memory": enc.keeps_freed_memory}
@@ -314,6 +318,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     chunker = make_chunker(cfg)
     resolve_format(cfg.corpus)  # fail on a missing path before any cluster starts
     store = Store(cfg.out)
+    cfg = replace(cfg, encode=resolve_dtype(cfg.encode, store.meta().get("dtype") if store.exists() else None))
     store.init(store_identity(cfg, chunker.chunk_tokens))
     store.remove_stray_temporaries()
     manifest = store.manifest()
@@ -369,7 +374,8 @@ def encode_partitions(cfg: EmbedConfig, store: Store, manifest: Manifest, first:
         warm = [client.submit(load_encoder, encode, workers=[w], allow_other_workers=True, pure=False)
                 for w in client.scheduler_info()["workers"]]
         head = chunk_while_loading(first, rest, warm, cluster.workers)
-        result.encoder = client.gather(warm)[0]
+        loaded = client.gather(warm)
+        result.encoder = {**loaded[0], "dtype_notes": sorted({n for w in loaded for n in w["dtype_notes"]})}
         result.startup_seconds = time.perf_counter() - started
         return _run_partitions(client, cluster, store, manifest, encode,
                                itertools.chain(head, rest), result, cfg)

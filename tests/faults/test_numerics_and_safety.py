@@ -27,7 +27,7 @@ def test_non_finite_vectors_are_reencoded_in_fp32_not_dropped(tmp_path, hot_mode
     t = pq.read_table(tmp_path / "fp16")
     v16 = np.stack(t.column("vector").to_numpy(zero_copy_only=False))
     assert np.isfinite(v16).all() and sorted(r16.reencoded_fp32) == sorted(t.column("chunk_id").to_pylist())
-    ref = Encoder(EncodeConfig(model=str(hot_model), device="cpu")).encode_texts(
+    ref = Encoder(EncodeConfig(model=str(hot_model), device="cpu", dtype="fp32")).encode_texts(
         t.column("text").to_pylist())
     assert ((v16 * ref).sum(1)).min() >= 0.9999
     manifest = json.loads((tmp_path / "fp16" / "_manifest.json").read_text())
