@@ -28,7 +28,7 @@ class Dtype(str, enum.Enum):
     FP32 = "fp32"
     FP16 = "fp16"
     BF16 = "bf16"
-    INT8 = "int8"  # CPU: dynamic int8 Linear layers, per-channel weight scales (lossy; see README)
+    INT8 = "int8"  # CPU: int8 Linear layers, 8-bit dynamic activations on VNNI/AMX CPUs (embedlab/quantize.py)
 
 
 def parse_enum(kind: type[enum.Enum], value: Any, what: str) -> Any:

@@ -135,23 +135,6 @@ def describe_model(name: str, revision: str | None = None) -> ModelInfo:
                      pooling=pooling, normalize=normalize, max_seq_length=int(max_len), dim=dim)
 
 
-def _quantize_int8(model):
-    """Dynamic int8 for every Linear layer, with per-output-channel weight scales.
-
-    Activations are quantized per batch at run time. Per-channel scales keep far more of the
-    vectors than per-tensor ones (min cosine to fp32 about 0.97 against 0.88 on SciFact chunks),
-    at a little of the speed; both numbers are in benchmarks/results/encode_cpu.md.
-    """
-    import warnings
-
-    import torch
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao's deprecation notice, printed once per layer
-        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
-
-
 # Padded tokens per batch on CPU. Measured on the 2-core CI machine with all-MiniLM-L6-v2 on
 # 600 SciFact documents cut at 256 tokens (median of 3, eager): 28.8 chunks/s at 64 rows a batch,
 # 31.5 at 1024 tokens, 32.6 at 2048, 32.5 at 4096. Small batches keep each layer's activations
@@ -281,13 +264,15 @@ class Encoder:
                             Dtype.BF16: torch.bfloat16, Dtype.INT8: torch.float32}[self.dtype]
         self.model = model.to(device=self.device, dtype=self.torch_dtype)
         if self.dtype is Dtype.INT8:
-            self.model = _quantize_int8(self.model)
+            from embedlab.quantize import full_range_activations, quantize_int8
+
+            self.model = quantize_int8(self.model, full_range_activations(flags))
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.max_batch_tokens = batch_token_budget(cfg, self.device)
         self.stats = EncodeStats()
         self.compiled = False
         self.compile_error: str | None = None
-        if wants_compile(cfg) and self.dtype is not Dtype.INT8:
+        if wants_compile(cfg):
             self._compile()
 
     def _compile(self) -> None:

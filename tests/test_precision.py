@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 import embedlab
@@ -76,3 +77,45 @@ def test_store_records_the_concrete_dtype_and_a_rerun_keeps_an_fp32_store(tmp_pa
     assert auto.encoder["dtype_notes"] == [] and "precision" not in auto.summary()
     with pytest.raises(embedlab.store.StoreMismatchError, match="dtype"):
         embedlab.embed(corpus, fp32.out, model=str(tiny_model), dtype="int8", progress=False)
+
+
+def _emulated_int8_linear(x, w, b, bits):
+    """What an int8 Linear must compute: x quantized to ``bits`` over its own range, w per row to int8."""
+    levels = 2 ** bits - 1
+    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
+    scale = (hi - lo) / levels
+    zero = np.clip(np.round(-lo / scale), 0, levels)
+    xq = (np.clip(np.round(x / scale) + zero, 0, levels) - zero) * scale
+    ws = np.abs(w).max(axis=1, keepdims=True) / 127.0
+    wq = np.round(w / ws) * ws
+    return xq @ wq.T + b
+
+
+def test_int8_linear_computes_what_its_quantization_promises_on_this_cpu():
+    import torch
+
+    from embedlab.quantize import Int8Linear, full_range_activations
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 384)).astype(np.float32) * 3
+    x[:, 7] *= 20  # an outlier channel, as transformer activations have
+    lin = torch.nn.Linear(384, 1536)
+    w, b = lin.weight.detach().numpy(), lin.bias.detach().numpy()
+    want_8, want_7 = _emulated_int8_linear(x, w, b, 8), _emulated_int8_linear(x, w, b, 7)
+    exact = x @ w.T + b
+    full = full_range_activations(cpu_flags())
+    got = Int8Linear(lin, full)(torch.from_numpy(x)).numpy()
+    want = want_8 if full else want_7
+    assert np.abs(got - want).max() < 0.02 * np.abs(want - exact).max()  # no saturation, no surprise
+    if full:  # 8 bits are worth it: about half the 7-bit error
+        assert np.abs(want_8 - exact).mean() < 0.6 * np.abs(want_7 - exact).mean()
+
+
+def test_int8_stays_within_the_promised_cosine_of_fp32(encoder, scifact_docs):
+    from embedlab.encoder import Encoder
+    from embedlab.quantize import full_range_activations
+
+    int8 = Encoder(EncodeConfig(device="cpu", dtype="int8"))
+    texts = [(d["title"] + " " + d["text"]).strip() for d in scifact_docs[:32]]
+    c = (int8.encode_texts(texts) * encoder.encode_texts(texts)).sum(1)
+    assert c.min() >= (0.985 if full_range_activations(cpu_flags()) else 0.93)
