@@ -40,10 +40,11 @@ class CorpusFormat(str, enum.Enum):
 
 
 class Dtype(str, enum.Enum):
+    AUTO = "auto"  # bf16 on CPUs with native bf16 (AVX512-BF16, AMX), fp32 on other CPUs, fp16 on CUDA
     FP32 = "fp32"
     FP16 = "fp16"
     BF16 = "bf16"
-    INT8 = "int8"  # CPU: dynamic int8 Linear layers, per-channel weight scales (lossy; see README)
+    INT8 = "int8"  # CPU: int8 Linear layers, 8-bit dynamic activations on VNNI/AMX CPUs (embedlab/quantize.py)
 
 
 def parse_enum(kind: type[enum.Enum], value: Any, what: str) -> Any:
@@ -101,7 +102,8 @@ class ChunkConfig:
 class EncodeConfig:
     model: str = DEFAULT_MODEL  # local directory, hub name, or a name an installed package carries
     revision: str | None = None  # hub revision; None: the default branch
-    dtype: Dtype = Dtype.FP32
+    dtype: Dtype = Dtype.AUTO  # resolved once by the driver (embedlab.encoder.resolve_dtype); a
+    # store records the concrete one, and auto adopts an existing store's
     device: str = "auto"  # auto: cuda when present, else cpu
     batch_size: int = 128  # most chunks in one forward pass; batches are length-sorted
     max_batch_tokens: int | None = None  # padded-token budget per batch: short chunks come in

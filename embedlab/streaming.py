@@ -29,7 +29,7 @@ from embedlab.chunking import Chunker
 from embedlab.config import DEFAULT_MODEL, ChunkConfig, CorpusConfig, EmbedConfig, EncodeConfig, to_jsonable
 from embedlab.corpus import Reject
 from embedlab.device import torch_threads
-from embedlab.encoder import cached_encoder
+from embedlab.encoder import cached_encoder, resolve_dtype
 from embedlab.incremental import Delta, FeedOp, feed_changes, last_ops, parse_feed_line, stored_config
 from embedlab.partition import Partition
 from embedlab.pipeline import ChunkStream, embed_partition, make_chunker, store_identity, write_rejects
@@ -312,8 +312,9 @@ def stream_config(cfg: StreamConfig) -> EmbedConfig:
         encode = EncodeConfig(model=DEFAULT_MODEL, **{k: v for k, v in overrides.items() if v is not None})
         base = EmbedConfig(corpus=_reader(cfg), out=cfg.out, encode=encode)
     given = {k: v for k, v in {"model": cfg.model, "dtype": cfg.dtype}.items() if v is not None}
-    return dataclasses.replace(base, encode=dataclasses.replace(base.encode, **given),
-                               chunk=cfg.chunk or base.chunk, progress=False)
+    encode = resolve_dtype(dataclasses.replace(base.encode, **given),
+                           store.meta().get("dtype") if store.exists() else None)
+    return dataclasses.replace(base, encode=encode, chunk=cfg.chunk or base.chunk, progress=False)
 
 
 def _reader(cfg: StreamConfig) -> CorpusConfig:

@@ -51,7 +51,7 @@ def encoder():
     from embedlab.config import EncodeConfig
     from embedlab.encoder import Encoder
 
-    return Encoder(EncodeConfig(device="cpu"))
+    return Encoder(EncodeConfig(device="cpu", dtype="fp32"))
 
 
 @pytest.fixture(scope="session")

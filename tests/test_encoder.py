@@ -66,7 +66,7 @@ def test_hub_name_loads_offline_from_the_local_hub_cache(tmp_path, encoder):
     (repo / "refs" / "main").write_text(commit)
     code = (
         "import json; from embedlab.config import EncodeConfig; from embedlab.encoder import Encoder\n"
-        "e = Encoder(EncodeConfig(model='embedlab-test/minilm', device='cpu'))\n"
+        "e = Encoder(EncodeConfig(model='embedlab-test/minilm', device='cpu', dtype='fp32'))\n"
         "v = e.encode_texts(['offline hub cache'])[0]\n"
         "print(json.dumps({'rev': e.info.revision, 'path': e.info.path, 'v': v[:8].tolist()}))"
     )
@@ -86,7 +86,7 @@ def test_reduced_precision_on_cpu_stays_close(dtype, scifact_docs):
     from embedlab.config import EncodeConfig
     from embedlab.encoder import Encoder
 
-    e32 = Encoder(EncodeConfig(device="cpu"))
+    e32 = Encoder(EncodeConfig(device="cpu", dtype="fp32"))
     elo = Encoder(EncodeConfig(device="cpu", dtype=dtype))
     texts = [d["text"] for d in scifact_docs[:8]]
     assert cosine(e32.encode_texts(texts), elo.encode_texts(texts)).min() > 0.98
@@ -122,7 +122,7 @@ def test_compiled_encoder_matches_sentence_transformers(st_model, scifact_docs):
     from embedlab.config import EncodeConfig
     from embedlab.encoder import Encoder, wants_compile
 
-    enc = Encoder(EncodeConfig(device="cpu", compile=True))
+    enc = Encoder(EncodeConfig(device="cpu", dtype="fp32", compile=True))
     assert enc.compiled, enc.compile_error
     texts = [(d["title"] + " " + d["text"]).strip() for d in scifact_docs[:24]]
     theirs = st_model.encode(texts, batch_size=8)

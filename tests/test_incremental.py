@@ -27,7 +27,7 @@ from embedlab.store import Store, StoreError, sha256_file
 from .conftest import write_jsonl
 
 EMBEDLAB = [sys.executable, "-m", "embedlab.cli"]
-FAST = dict(partition_tokens=2000, progress=False)
+FAST = dict(partition_tokens=2000, progress=False, dtype="fp32")
 QUERIES = ["vitamin D deficiency and bone health", "stem cells in the bone marrow",
            "antibiotic resistance in bacteria", "DNA methylation in cancer", "insulin and diabetes"]
 

@@ -19,7 +19,7 @@ from embedlab.store import Store, StoreMismatchError
 from .conftest import write_jsonl
 
 EMBEDLAB = [sys.executable, "-m", "embedlab.cli"]
-FAST = dict(partition_tokens=3000, progress=False)
+FAST = dict(partition_tokens=3000, progress=False, dtype="fp32")
 
 
 def files(root: Path) -> dict[str, bytes]:

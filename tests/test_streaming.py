@@ -92,7 +92,7 @@ def streamed(tmp_path_factory, scifact_docs, tiny):
     producer = threading.Thread(target=produce)
     producer.start()
     result = stream(StreamConfig(watch=watch, out=root / "out", model=tiny, max_batch=8, max_delay_ms=50,
-                                 max_docs=42, poll_ms=5))
+                                 max_docs=42, poll_ms=5, dtype="fp32"))
     producer.join()
     final = [changed if d["_id"] == changed["_id"] else d for d in docs if d["_id"] != docs[7]["_id"]]
     return result, final, root
@@ -124,7 +124,7 @@ def test_stream_embeds_every_arrival_and_reports_latency(streamed):
 def test_streamed_store_equals_a_bulk_embed_of_the_same_documents(streamed, tiny):
     _, final, root = streamed
     bulk = embedlab.embed(write_jsonl(root / "final.jsonl", final), root / "bulk", model=tiny,
-                          progress=False)
+                          progress=False, dtype="fp32")
     got, want = live_vectors(root / "out"), live_vectors(bulk.out)
     assert got.keys() == want.keys()
     assert min(float(got[k] @ want[k]) for k in want) >= 0.9999

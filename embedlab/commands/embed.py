@@ -36,7 +36,9 @@ def embed(
                     "--batch-size), long ones in smaller. Default: 2048 on CPU (measured fastest), "
                     "none on CUDA; 0: none, every batch has --batch-size chunks.")] = None,
     dtype: Annotated[str, typer.Option(
-        metavar="DTYPE", help="Encoder precision: fp32, fp16, bf16, or int8 (CPU only, lossy: see README).")
+        metavar="DTYPE", help="Encoder precision: auto (bf16 on CPUs with native bf16, else fp32; fp16 on "
+        "CUDA; an existing store's own), fp32 (sentence-transformers' vectors), fp16, bf16, or int8 (CPU "
+        "only: see README).")
     ] = EncodeConfig.dtype.value,
     device: Annotated[str, typer.Option(
         metavar="DEVICE", help="auto (CUDA when present), cpu or cuda[:N].")] = EncodeConfig.device,

@@ -19,7 +19,7 @@ from tests.conftest import write_jsonl
 def test_only_the_overflowing_rows_are_reencoded_in_fp32_each_in_its_own_row(tmp_path, hot_model,
                                                                                scifact_docs):
     fp16 = Encoder(EncodeConfig(model=str(hot_model), dtype="fp16", device="cpu"))
-    fp32 = Encoder(EncodeConfig(model=str(hot_model), device="cpu"))
+    fp32 = Encoder(EncodeConfig(model=str(hot_model), device="cpu", dtype="fp32"))
     probe = fp16.encode_texts(["the zebra runs", "the horse runs"])
     assert np.isfinite(probe).all(1).tolist() == [False, True]  # the fault is real, and selective
     docs = [dict(d) for d in scifact_docs[:12]]
