@@ -413,7 +413,3 @@ def _pool(hidden, mask, mode: str):
 def cached_encoder(cfg: EncodeConfig) -> Encoder:
     """The process's encoder for ``cfg``: each Dask worker loads a model once, not once per task."""
     return Encoder(cfg)
-
-
-def torch_threads_default(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
