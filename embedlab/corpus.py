@@ -340,6 +340,9 @@ def _read_txt(path: Path) -> Iterator[Record]:
         if f.is_symlink() and not f.exists():  # a link to nothing (a file that vanished is a fault)
             yield Reject(source, 0, doc_id, "a link to a file that does not exist")
             continue
+        if LONE_SURROGATE.search(doc_id):  # bytes of the name that are not UTF-8, as Python keeps them
+            yield Reject(source, 0, None, f"the file name (the id) is not valid UTF-8: {short(doc_id)}")
+            continue
         with reporting(f, "read the corpus file"):
             raw = f.read_bytes()
         yield guarded(lambda: _txt_record(raw, source, doc_id), source, 0)
