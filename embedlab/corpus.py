@@ -308,10 +308,13 @@ def _read_parquet(path: Path, cfg: CorpusConfig) -> Iterator[Record]:
                         yield (Reject(source, row, None, unreadable(obj))
                                if isinstance(obj, Exception) else record_from_json(obj, cfg, source, row))
             except Exception as e:  # noqa: BLE001 - a damaged row group costs its rows only
-                if row < end:
-                    yield Reject(source, row + 1, None, f"rows {row + 1}-{end} (row group {g + 1} of "
-                                 f"{groups}) cannot be read: {short(str(e), 200)}")
-                row = end
+                why = f"cannot be read: {short(str(e), 200)}"
+            else:
+                why = "are missing: the row group holds fewer rows than the file's footer says"
+            if row < end:
+                yield Reject(source, row + 1, None,
+                             f"rows {row + 1}-{end} (row group {g + 1} of {groups}) {why}")
+            row = max(row, end)
     check_unchanged(path, before)
 
 
