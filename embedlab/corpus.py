@@ -106,7 +106,7 @@ def read_corpus(cfg: CorpusConfig) -> Iterator[Record]:
             where = f"{rec.source}:{rec.line}"
             if rec.doc_id in seen:
                 yield Reject(rec.source, rec.line, rec.doc_id,
-                             f"duplicate document id {rec.doc_id!r} (first seen at {seen[rec.doc_id]})")
+                             f"duplicate document id {short(rec.doc_id)} (first seen at {seen[rec.doc_id]})")
                 continue
             seen[rec.doc_id] = where
             good += 1
