@@ -105,7 +105,7 @@ def encoders(args, tmp: Path) -> dict[str, Callable[[list[str]], np.ndarray]]:
     except ImportError as e:
         print(f"no ONNX Runtime rows ({e}); install the bench extra", file=sys.stderr)
     for dtype in ("fp32", "bf16", "int8"):
-        for compiled in (False, True) if args.compiled else (False,):
+        for compiled in (False, True) if dtype in args.compiled_dtypes.split(",") else (False,):
             t0 = time.perf_counter()
             enc = Encoder(EncodeConfig(dtype=dtype, device="cpu", torch_threads=args.threads, compile=compiled))
             note = f" (load + compile {time.perf_counter() - t0:.0f} s)" if compiled else ""
@@ -154,7 +154,7 @@ def in_process(args, texts: list[str], doc_ids: list[str], corpus: list[str]) ->
             if r[0].startswith("embedlab int8"):
                 r[0] += f"; {float(r[1]) / float(ort[0][1]):.2f}x ONNX qint8"
     return markdown_table(["backend", "docs/s (median)", "min-max", "x ST torch fp32", "min cos to ST fp32",
-                           "mean cos", "SciFact nDCG@10", "min cos to fp32, all chunks", "mean, all chunks"],
+                           "mean cos", "SciFact nDCG@10", "min cos to embedlab fp32, nDCG corpus", "mean"],
                           table)
 
 
@@ -222,7 +222,10 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--pipeline-docs", type=int, default=600)
     p.add_argument("--pipeline-repeats", type=int, default=3)
-    p.add_argument("--no-compiled", dest="compiled", action="store_false")
+    p.add_argument("--compiled-dtypes", default="fp32,bf16,int8", help="embedlab rows also run compiled; '' for none")
+    p.add_argument("--ndcg-docs", type=int, default=None,
+                   help="nDCG on a SciFact subset: every document a test query judges plus the first N others "
+                        "(the same subset for every row); default: the whole corpus")
     p.add_argument("--no-ndcg", dest="ndcg", action="store_false")
     p.add_argument("--ndcg-rows", default="embedlab fp32, eager|embedlab bf16, eager|embedlab int8, eager|qint8",
                    help="rows (|-separated substrings) whose whole-corpus nDCG and cosines are measured; "
@@ -232,17 +235,24 @@ def main() -> None:
     started = time.perf_counter()
     load = open("/proc/loadavg").read().split()[0]
     doc_ids, corpus = scifact_texts()
-    part1 = in_process(args, corpus, doc_ids, corpus)
+    ndcg_ids, ndcg_corpus = doc_ids, corpus
+    if args.ndcg_docs is not None:
+        judged = {d for q in load_split(SCIFACT, "test", set(doc_ids)).qrels.values() for d in q}
+        keep = [i for i, d in enumerate(doc_ids) if d in judged]
+        keep += [i for i, d in enumerate(doc_ids) if d not in judged][: args.ndcg_docs]
+        ndcg_ids, ndcg_corpus = [doc_ids[i] for i in sorted(keep)], [corpus[i] for i in sorted(keep)]
+    part1 = in_process(args, corpus, ndcg_ids, ndcg_corpus)
     part2 = whole_processes(args, args.pipeline_docs) if args.pipeline_repeats else ""
     flags = cpu_flags()
     features = ", ".join(f for f in FEATURES if f in flags) or "none of " + ", ".join(FEATURES)
     intro = (f"Part 1, one process, {args.threads} threads: the first {args.docs} SciFact documents cut at 256 "
              f"tokens, each row warmed up, then timed in turn ({args.repeats} rounds, median; the 2-core machine "
              "is shared with other work, so compared runs alternate). nDCG@10 and the all-chunks cosines: the "
-             "whole SciFact corpus (--truncate) and its test queries encoded by the same row (rows matching "
+             f"{'whole SciFact corpus' if args.ndcg_docs is None else f'SciFact subset of {len(ndcg_ids):,} documents (every judged one plus {args.ndcg_docs:,} others)'} "
+             "(--truncate) and its test queries encoded by the same row (rows matching "
              f"{args.ndcg_rows!r}). Part 2: whole "
              f"`embedlab embed --truncate` processes, taken in turn. CPU features: {features}. Load average "
-             f"at the start: {load}.")
+             f"at the start: {load}, at the end: {open('/proc/loadavg').read().split()[0]}.")
     command = "benchmarks/bench_cpu_precision.py " + " ".join(sys.argv[1:])
     write_results("cpu_precision.md", "Number formats on the CPU against sentence-transformers", intro,
                   part1 + ("\n\n" + part2 if part2 else ""), command, started)

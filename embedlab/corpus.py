@@ -106,7 +106,7 @@ def read_corpus(cfg: CorpusConfig) -> Iterator[Record]:
             where = f"{rec.source}:{rec.line}"
             if rec.doc_id in seen:
                 yield Reject(rec.source, rec.line, rec.doc_id,
-                             f"duplicate document id {rec.doc_id!r} (first seen at {seen[rec.doc_id]})")
+                             f"duplicate document id {short(rec.doc_id)} (first seen at {seen[rec.doc_id]})")
                 continue
             seen[rec.doc_id] = where
             good += 1
@@ -308,10 +308,13 @@ def _read_parquet(path: Path, cfg: CorpusConfig) -> Iterator[Record]:
                         yield (Reject(source, row, None, unreadable(obj))
                                if isinstance(obj, Exception) else record_from_json(obj, cfg, source, row))
             except Exception as e:  # noqa: BLE001 - a damaged row group costs its rows only
-                if row < end:
-                    yield Reject(source, row + 1, None, f"rows {row + 1}-{end} (row group {g + 1} of "
-                                 f"{groups}) cannot be read: {short(str(e), 200)}")
-                row = end
+                why = f"cannot be read: {short(str(e), 200)}"
+            else:
+                why = "are missing: the row group holds fewer rows than the file's footer says"
+            if row < end:
+                yield Reject(source, row + 1, None,
+                             f"rows {row + 1}-{end} (row group {g + 1} of {groups}) {why}")
+            row = max(row, end)
     check_unchanged(path, before)
 
 
@@ -339,6 +342,9 @@ def _read_txt(path: Path) -> Iterator[Record]:
             continue  # a folder named like a file: its own files are listed on their own
         if f.is_symlink() and not f.exists():  # a link to nothing (a file that vanished is a fault)
             yield Reject(source, 0, doc_id, "a link to a file that does not exist")
+            continue
+        if LONE_SURROGATE.search(doc_id):  # bytes of the name that are not UTF-8, as Python keeps them
+            yield Reject(source, 0, None, f"the file name (the id) is not valid UTF-8: {short(doc_id)}")
             continue
         with reporting(f, "read the corpus file"):
             raw = f.read_bytes()

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from embedlab.config import EncodeConfig
+from embedlab.corpus import replace_lone_surrogates
 from embedlab.index import (IdMap, document_topk, faiss_ids, merge_shards, read_shard, search_shards,
                             serialize_index)
 from embedlab.store import Store, StoreError, atomic_write_bytes
@@ -71,7 +72,9 @@ class QueryEncoder:
             from embedlab.encoder import Encoder
 
             self._encoder = Encoder(self.cfg)
-        return self._encoder.encode_texts([self.query_prefix + q for q in queries])
+        # a lone surrogate (a cut emoji, or bytes that were not UTF-8 on the command line) would stop
+        # the tokenizer; it becomes U+FFFD, as in the corpus
+        return self._encoder.encode_texts([replace_lone_surrogates(self.query_prefix + q)[0] for q in queries])
 
 
 class Searcher:

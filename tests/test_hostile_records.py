@@ -113,11 +113,13 @@ def test_txt_folder_with_hostile_files(tmp_path):
     (tmp_path / "folder.txt").mkdir()  # a folder named like a file: walked, not read
     (tmp_path / "folder.txt" / "inner.txt").write_text("inside")
     os.symlink(tmp_path / "missing-target", tmp_path / "dangling.txt")
+    (tmp_path / os.fsdecode(b"caf\xe9.txt")).write_text("a latin-1 file name")
     got = records(tmp_path)
     assert {r.doc_id: r.text for r in got if isinstance(r, Document)} == {
         "ok.txt": "plain text with a NUL \x00 and \x1b control characters", "folder.txt/inner.txt": "inside"}
     assert {r.doc_id: r.reason for r in got if isinstance(r, Reject)} == {
-        "dangling.txt": "a link to a file that does not exist", "latin1.txt": "not valid UTF-8 at byte 3"}
+        "dangling.txt": "a link to a file that does not exist", "latin1.txt": "not valid UTF-8 at byte 3",
+        None: "the file name (the id) is not valid UTF-8: 'caf\\udce9.txt'"}
 
 
 def test_change_feed_lines_never_raise_and_a_truncated_gzip_feed_keeps_its_head(tmp_path):

@@ -88,6 +88,16 @@ def test_search_results_carry_their_text(made):
     assert x.shape == (len(texts), 384) and sorted(ids) == sorted(texts.index)
 
 
+def test_a_query_with_a_lone_surrogate_is_searched_as_with_u_fffd(made):
+    """A query holding half of a surrogate pair (a cut emoji) is searched, not a traceback."""
+    from embedlab.search import Searcher
+
+    _, out, _ = made
+    searcher = Searcher(out)
+    cut, repaired = searcher.search(["cell death \ud83d"], 3)[0], searcher.search(["cell death \ufffd"], 3)[0]
+    assert [h.chunk_id for h in cut] == [h.chunk_id for h in repaired] and len(cut) == 3
+
+
 @pytest.mark.parametrize("args, code, message", [
     (["embed", "x.jsonl", "--dtype", "fp64"], 2, "embedlab: error: dtype must be one of"),
     (["embed", "x.jsonl", "--limit", "0"], 2, "Usage: embedlab embed"),
