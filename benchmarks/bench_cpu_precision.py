@@ -173,8 +173,7 @@ def whole_processes(args, texts_n: int) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.jsonl"
         with gzip.open(SCIFACT / "corpus.jsonl.gz", "rt") as src, open(corpus, "w") as dst:
-            for line, _ in zip(src, range(texts_n)):
-                dst.write(line)
+            dst.writelines(line for line, _ in zip(src, range(texts_n)))
         settings = {"default (auto)": [], "--dtype fp32 (the old default)": ["--dtype", "fp32"],
                     "--dtype int8": ["--dtype", "int8"]}
         walls: dict[str, list[float]] = {k: [] for k in settings}
@@ -233,7 +232,7 @@ def main() -> None:
     p.add_argument("--full-pipeline", action="store_true")
     args = p.parse_args()
     started = time.perf_counter()
-    load = open("/proc/loadavg").read().split()[0]
+    load = Path("/proc/loadavg").read_text().split()[0]
     doc_ids, corpus = scifact_texts()
     ndcg_ids, ndcg_corpus = doc_ids, corpus
     if args.ndcg_docs is not None:
@@ -252,7 +251,7 @@ def main() -> None:
              "(--truncate) and its test queries encoded by the same row (rows matching "
              f"{args.ndcg_rows!r}). Part 2: whole "
              f"`embedlab embed --truncate` processes, taken in turn. CPU features: {features}. Load average "
-             f"at the start: {load}, at the end: {open('/proc/loadavg').read().split()[0]}.")
+             f"at the start: {load}, at the end: {Path('/proc/loadavg').read_text().split()[0]}.")
     command = "benchmarks/bench_cpu_precision.py " + " ".join(sys.argv[1:])
     write_results("cpu_precision.md", "Number formats on the CPU against sentence-transformers", intro,
                   part1 + ("\n\n" + part2 if part2 else ""), command, started)

@@ -89,6 +89,9 @@ def _session(path: Path, threads: int):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    # ONNX Runtime's pool threads spin after each run by default; in a process that also runs
+    # torch (the benchmark alternates them) the spinning threads take the cores from torch's rows
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
