@@ -10,13 +10,7 @@
 # Nothing here needs the network; the GPU image has torch, transformers and sentence-transformers.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-DRY=0; for a in "$@"; do [[ $a == --dry-run ]] && DRY=1; done
-OUT=${OUT:-$PWD/runs/gpu-$([[ $DRY == 1 ]] && echo dry || echo out)}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-PY=${PYTHON:-}
-if [[ -z $PY ]]; then if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi; fi
+source benchmarks/gpu/device_env.sh gpu "$@"
 CARRY=benchmarks/gpu/carry/enc
 if [[ -d $CARRY/wheels ]] && ls $CARRY/wheels/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site $CARRY/wheels/*.whl \

@@ -10,13 +10,7 @@
 # Installs the carried wheels (dask, distributed, dask-cuda, faiss-cpu, ...) with --no-deps into /tmp/site.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-DRY=0; for a in "$@"; do [[ $a == --dry-run ]] && DRY=1; done
-OUT=${OUT:-$PWD/runs/gpu-e2e-$([[ $DRY == 1 ]] && echo dry || echo out)}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-PY=${PYTHON:-}
-if [[ -z $PY ]]; then if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi; fi
+source benchmarks/gpu/device_env.sh gpu-e2e "$@"
 CARRY=benchmarks/gpu/carry/e2e
 if [[ $DRY == 0 ]]; then
   ls $CARRY/wheels/*.whl >/dev/null 2>&1 || { echo "no wheels in $CARRY/wheels: run prepare_carry.py and carry $CARRY"; exit 1; }
