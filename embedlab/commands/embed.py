@@ -35,12 +35,12 @@ def embed(
         min=0, help="Padded-token budget per batch: short chunks come in larger batches (up to "
                     "--batch-size), long ones in smaller. Default: 2048 on CPU (measured fastest), "
                     "none on CUDA; 0: none, every batch has --batch-size chunks.")] = None,
-    dtype: Annotated[str, typer.Option(
+    dtype: Annotated[str, typer.Option("--dtype",
         metavar="DTYPE", help="Encoder precision: auto (bf16 on CPUs with native bf16, else fp32; fp16 on "
         "CUDA; an existing store's own), fp32 (sentence-transformers' vectors), fp16, bf16, or int8 (CPU "
         "only: see README).")
     ] = EncodeConfig.dtype.value,
-    device: Annotated[str, typer.Option(
+    device: Annotated[str, typer.Option("--device",
         metavar="DEVICE", help="auto (CUDA when present), cpu or cuda[:N].")] = EncodeConfig.device,
     workers: Annotated[Optional[int], typer.Option(
         min=1, help="Workers of the in-process cluster. Default: one per GPU, else 1 on CPU.")] = None,
