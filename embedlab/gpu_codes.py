@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from embedlab.ops import INT8_LEVELS
+from embedlab.ops import INT8_LEVELS, int8_steps
 
 CODE_KINDS = ("binary", "int8")
 _BIT_WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)
@@ -50,10 +50,9 @@ def quantize_int8(x, ranges):
     """
     import torch
 
-    r = torch.as_tensor(np.asarray(ranges, dtype=np.float32), device=x.device)
-    starts = r[0]
-    steps = (r[1] - starts) / INT8_LEVELS
-    steps = torch.where(steps == 0, torch.ones_like(steps), steps)
+    lo, width = int8_steps(ranges)  # on the host, as ops does: no reciprocal-product division
+    starts = torch.from_numpy(lo).to(x.device)
+    steps = torch.from_numpy(width).to(x.device)
     levels = torch.clamp(torch.floor((x.to(torch.float32) - starts) / steps), 0, INT8_LEVELS)
     return (levels - 128).to(torch.int8)
 

@@ -86,8 +86,12 @@ class TorchFlatIndex:
 
 def same_results(D1: np.ndarray, I1: np.ndarray, D2: np.ndarray, I2: np.ndarray,
                  tol: float = 1e-3) -> dict[str, float | bool]:
-    """How two top-k results agree: ids equal position by position, scores within ``tol``, and
-    ids equal once positions whose scores tie within ``tol`` may swap.
+    """How two top-k results agree, telling ties from differences.
+
+    Two exact searches that sum in different orders may order near-equal scores differently,
+    and when the k-th and (k+1)-th scores tie, keep different ids at the cut. So per query:
+    the sorted scores agree within ``tol``; an id both lists hold has the same score in each
+    (within ``tol``); an id only one list holds ties with the other list's last score.
 
     Returns:
         ``{"ids_equal", "ids_equal_up_to_ties", "max_score_diff", "equal"}``; ``equal`` is the
@@ -95,16 +99,16 @@ def same_results(D1: np.ndarray, I1: np.ndarray, D2: np.ndarray, I2: np.ndarray,
     """
     diff = float(np.max(np.abs(D1 - D2))) if D1.size else 0.0
     exact = bool(np.array_equal(I1, I2))
-    ties = exact
-    if not exact:
-        ties = True
-        for r in np.nonzero((I1 != I2).any(1))[0]:
-            for j in np.nonzero(I1[r] != I2[r])[0]:
-                near = np.abs(D2[r] - D1[r, j]) <= tol
-                if I1[r, j] not in set(I2[r][near]):
-                    ties = False
-                    break
-            if not ties:
-                break
+    ties = exact or all(_row_ties(D1[r], I1[r], D2[r], I2[r], tol)
+                        for r in np.nonzero((I1 != I2).any(1))[0])
     return {"ids_equal": exact, "ids_equal_up_to_ties": ties, "max_score_diff": diff,
             "equal": ties and diff <= tol}
+
+
+def _row_ties(d1: np.ndarray, i1: np.ndarray, d2: np.ndarray, i2: np.ndarray, tol: float) -> bool:
+    score1, score2 = dict(zip(i1.tolist(), d1.tolist())), dict(zip(i2.tolist(), d2.tolist()))
+    for ident, s in score1.items():
+        other = score2.get(ident)
+        if abs(s - (d2[-1] if other is None else other)) > tol:
+            return False
+    return all(ident in score1 or abs(s - d1[-1]) <= tol for ident, s in score2.items())

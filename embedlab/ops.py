@@ -77,7 +77,13 @@ def calibrate_int8_ranges(x: np.ndarray, *, percentile: float = 100.0) -> np.nda
     return np.percentile(x, [100 - percentile, percentile], axis=0).astype(np.float32)
 
 
-def _steps(ranges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def int8_steps(ranges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 lower bounds and level widths ``(hi - lo) / 255`` (1 where a range is empty).
+
+    Computed once on the host and shared by every side that makes int8 codes: on CUDA, torch
+    divides a tensor by a Python scalar as a product with its reciprocal, which can differ from
+    the division in the last bit and so move a value across a level boundary.
+    """
     ranges = np.asarray(ranges, dtype=np.float32)
     starts = ranges[0]
     steps = (ranges[1] - starts) / INT8_LEVELS
@@ -97,7 +103,7 @@ def quantize_int8(x: np.ndarray, ranges: np.ndarray) -> np.ndarray:
     Returns:
         ``(n, d)`` int8 codes.
     """
-    starts, steps = _steps(ranges)
+    starts, steps = int8_steps(ranges)
     levels = np.clip(np.floor((np.asarray(x, dtype=np.float32) - starts) / steps), 0, INT8_LEVELS)
     return (levels - 128).astype(np.int8)
 
@@ -112,7 +118,7 @@ def dequantize_int8(codes: np.ndarray, ranges: np.ndarray) -> np.ndarray:
     Returns:
         ``(n, d)`` float32.
     """
-    starts, steps = _steps(ranges)
+    starts, steps = int8_steps(ranges)
     return (starts + (codes.astype(np.float32) + 128.5) * steps).astype(np.float32)
 
 

@@ -86,7 +86,26 @@ def test_search_with_k_past_the_corpus_pads_like_faiss():
 def test_same_results_tells_ties_from_differences():
     D = np.array([[0.9, 0.5, 0.5]], np.float32)
     assert same_results(D, np.array([[1, 2, 3]]), D, np.array([[1, 3, 2]]))["equal"]
-    assert not same_results(D, np.array([[1, 2, 3]]), D, np.array([[1, 2, 4]]))["equal"]
+    cut = same_results(D, np.array([[1, 2, 3]]), D, np.array([[1, 2, 4]]))  # 3 and 4 tie at the cut
+    assert cut["equal"] and not cut["ids_equal"]
+    other = np.array([[0.9, 0.5, 0.3]], np.float32)  # id 4 scores less than the 3 it replaces
+    assert not same_results(D, np.array([[1, 2, 3]]), other, np.array([[1, 2, 4]]))["ids_equal_up_to_ties"]
+    swapped = np.array([[0.9, 0.7, 0.5]], np.float32)  # 2 and 3 swap without tying
+    assert not same_results(swapped, np.array([[1, 2, 3]]), swapped, np.array([[1, 3, 2]]))["equal"]
+
+
+def test_int8_codes_use_the_hosts_level_widths():
+    """The level widths come from ops.int8_steps on both sides (CUDA divides by a Python scalar
+    as a product with its reciprocal, which moved codes across levels on the H100)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2000, 16)).astype(np.float32)
+    ranges = ops.calibrate_int8_ranges(x[:500])
+    lo, width = ops.int8_steps(ranges)
+    edges = lo + width * np.arange(1, 255, dtype=np.float32)[:, None]  # values on level boundaries
+    x = np.vstack([x, edges.astype(np.float32)])
+    assert np.array_equal(gpu_codes.quantize_int8(torch.from_numpy(x), ranges).numpy(),
+                          ops.quantize_int8(x, ranges))
 
 
 def test_bad_search_input_is_refused():

@@ -311,7 +311,6 @@ def run_sweeps(b: Bench, stage: int) -> None:
 
 def st_compare(b: Bench) -> None:
     """sentence-transformers encode at fp16 (its best batch) against embedlab on the same texts."""
-    import torch
     from sentence_transformers import SentenceTransformer
 
     from gpu_common import timed
@@ -336,7 +335,7 @@ def st_compare(b: Bench) -> None:
             st_rates[bs] = n / t["seconds"]
         st_vecs = st.encode(texts[:256], batch_size=64, convert_to_numpy=True)
         b.sync()
-        del st
+        st = None  # frees the model before embedlab's is built
         b.release()
         enc = b.encoder(model, dtype)
         em_rates = {}

@@ -5,7 +5,7 @@
 DRY=0; for a in "${@:2}"; do [[ $a == --dry-run ]] && DRY=1; done
 OUT=${OUT:-$PWD/runs/$1-$([[ $DRY == 1 ]] && echo dry || echo out)}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-}
 if [[ -z $PY ]]; then if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi; fi
