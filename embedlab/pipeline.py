@@ -243,11 +243,17 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     t0 = time.perf_counter()
     chunker = make_chunker(cfg)
     fmt, path = resolve_format(cfg.corpus)  # fail on a missing path before any cluster starts
-    store = Store(cfg.out)
+    store = Store(cfg.out, verify_deep=cfg.verify_deep)
     fresh = None if store.exists() else cfg.out.is_dir()  # None: resuming; else: did the folder exist
     cfg = replace(cfg, encode=resolve_dtype(cfg.encode, store.meta().get("dtype") if store.exists() else None))
     store.init(store_identity(cfg, chunker.chunk_tokens))
     probe_writable(store.root)  # a read-only or immutable store fails here, before any cluster
+    with store.claimed(f"embed {cfg.corpus.path}", take_over=cfg.take_over):  # one writer at a time
+        return _embed_claimed(cfg, store, chunker, fmt, path, fresh, t0)
+
+
+def _embed_claimed(cfg: EmbedConfig, store: Store, chunker: Chunker, fmt: Any, path: Path,
+                   fresh: bool | None, t0: float) -> EmbedResult:
     store.remove_stray_temporaries()
     manifest = store.manifest()
     manifest.complete = False
@@ -393,6 +399,7 @@ class PartitionJob:
     def __init__(self, store: Store, manifest: Manifest, result: EmbedResult, progress: bool):
         self.store, self.manifest, self.result, self.progress = store, manifest, result, progress
         self.fed = [0, 0]  # real and padded tokens fed to the model
+        self.landed: list[PartitionEntry] = []  # landed, not yet committed (see flush)
 
     def key(self, part: Partition) -> str:
         return f"embed-{part.index:05d}-{part.digest[:16]}"
@@ -422,11 +429,17 @@ class PartitionJob:
         if old is not None and (old.parquet != entry.parquet or old.faiss != entry.faiss):
             self.store.remove_partition(old.index)
         self.manifest.partitions[entry.index] = entry
-        self.store.write_manifest(self.manifest)
+        self.landed.append(entry)
         self.result.partitions_encoded += 1
 
+    def flush(self) -> None:
+        """Commit every partition that landed since the last commit, as one record."""
+        if self.landed:
+            self.store.commit_landed(self.manifest, self.landed)
+            self.landed = []
+
     def save(self) -> None:
-        self.store.write_manifest(self.manifest)
+        self.flush()
 
 
 def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manifest,

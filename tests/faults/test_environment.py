@@ -124,7 +124,7 @@ def test_read_only_file_system_fails_before_any_cluster_starts(corpus, tiny_mode
         assert str(disk / "out") in line and "read-only file system (EROFS)" in line and RESUMABLE in line
         line = one_line_error(subprocess.run([*EMBEDLAB, "update", str(more), "--out", str(disk / "out")],
                                              capture_output=True, text=True, timeout=300))
-        assert "_writer.lock: cannot take the writer lock: read-only file system (EROFS)" in line
+        assert "_log: cannot claim the store for writing: read-only file system (EROFS)" in line
         remount(disk, "rw")
         assert Store(disk / "out").verify() == []
 

@@ -98,5 +98,5 @@ def test_verify_cli_reports_problems_by_file_and_exit_status(tmp_path, tiny_mode
     bad = subprocess.run([*cli, "--json"], capture_output=True, text=True)
     report = json.loads(bad.stdout)
     assert bad.returncode == 1 and not report["ok"] and len(report["problems"]) == 2
-    assert any("part-00001.parquet: sha256 differs" in p for p in report["problems"])
+    assert any("part-00001.parquet: 15 bytes, its commit recorded" in p for p in report["problems"])
     assert any("stray temporary file" in p for p in report["problems"])
