@@ -16,7 +16,6 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import shutil
 import platform
 import time
 from collections.abc import Iterable, Iterator
@@ -272,7 +271,7 @@ def _embed_claimed(cfg: EmbedConfig, store: Store, chunker: Chunker, fmt: Any, p
             n_parts += encode_partitions(cfg, store, manifest, first, partitions, result, started=t0)
     except BaseException:
         if fresh is not None and not manifest.partitions:  # never leave a half-made store behind
-            discard_new_store(store.root, existed=fresh)
+            store.discard(existed=fresh)
         raise
 
     store.remove_stray_temporaries()  # left by attempts on workers that died mid-write
@@ -312,14 +311,6 @@ def skip_current(partitions: Iterator[Partition], store: Store, manifest: Manife
         result.partitions_skipped += 1
         skipped += 1
     return skipped, None
-
-
-def discard_new_store(root: Path, existed: bool) -> None:
-    """Remove what a failed first run wrote into ``root`` (empty, or missing, when it began)."""
-    for child in root.iterdir():
-        shutil.rmtree(child) if child.is_dir() else child.unlink()
-    if not existed:
-        root.rmdir()
 
 
 def encode_partitions(cfg: EmbedConfig, store: Store, manifest: Manifest, first: Partition,
@@ -432,14 +423,13 @@ class PartitionJob:
         self.landed.append(entry)
         self.result.partitions_encoded += 1
 
-    def flush(self) -> None:
-        """Commit every partition that landed since the last commit, as one record."""
+    def save(self) -> None:
+        """Commit every partition that landed since the last commit, as one record (group commit)."""
         if self.landed:
             self.store.commit_landed(self.manifest, self.landed)
             self.landed = []
 
-    def save(self) -> None:
-        self.flush()
+    flush = save  # the runner calls it whenever no other result is ready
 
 
 def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manifest,

@@ -41,6 +41,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -285,6 +286,13 @@ class Store:
                 (self.root / rel).unlink(missing_ok=True)
         return stray
 
+    def discard(self, existed: bool) -> None:
+        """Remove what a failed first run wrote (the folder was empty, or missing, when it began)."""
+        for child in self.root.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        if not existed:
+            self.root.rmdir()
+
     def remove_stray_temporaries(self) -> list[Path]:
         stray = [p for p in self.root.rglob(".*.tmp") if p.is_file()]
         for p in stray:
@@ -352,9 +360,9 @@ class Store:
         if not self.exists():
             return [f"{self.meta_path}: missing; not an embedlab store"]
         where = self.log.log.root if self.logged else self.manifest_path
-        if not self.has_commits():
-            return [f"{where}: missing; the run never finished a partition"]
         try:
+            if not self.has_commits():
+                return [f"{where}: missing; the run never finished a partition"]
             manifest = self.manifest()
         except (StoreError, RuntimeError, TypeError, KeyError) as e:
             return [f"{where}: unreadable ({e})"]
@@ -386,6 +394,10 @@ class Store:
                     problems.append(f"{path}: not in the manifest")
         return problems
 
+    def quick_problems(self) -> list[str]:
+        """What opening the store checks: its commits, each listed file's size, stray files."""
+        return self._problems(hashes=False, deep=False)
+
     def require_verified(self) -> None:
         """Raise unless the store opens whole: its commits, and each listed file at its committed size.
 
@@ -393,7 +405,7 @@ class Store:
         shard's sha256 is checked when :meth:`load_shard` reads it; ``embedlab verify`` checks all).
         """
         self.meta()  # a folder that holds no store is said to be none, not to be damaged
-        problems = self._problems(hashes=False, deep=False)
+        problems = self.quick_problems()
         if problems:
             shown = "\n  ".join(problems[:10])
             more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""

@@ -68,8 +68,11 @@ class StoreLog:
         return str(self.root.resolve())
 
     def exists(self) -> bool:
-        """True once anything was committed (a record or a migrated checkpoint)."""
-        return self.log.root.is_dir() and any(self.log.root.glob("0*.json"))
+        """True once a run committed a partition or the ``complete`` flag (a claim is not enough)."""
+        if not self.log.root.is_dir():
+            return False
+        snap = self.snapshot()
+        return bool(snap.entries) or COMPLETE in snap.meta
 
     def held(self) -> Writer | None:
         """The writer this process holds on the store, if any."""
@@ -178,7 +181,8 @@ class StoreLog:
         old = self._committed or {}
         put = [e for k, e in manifest.partitions.items() if old.get(k) != e]
         drop = [k for k in old if k not in manifest.partitions]
-        complete = manifest.complete if manifest.complete != self._complete else None
+        fresh = manifest.complete != self._complete or COMPLETE not in self.snapshot().meta
+        complete = manifest.complete if fresh else None
         if not put and not drop and complete is None and not sets:
             return None
         return self.commit(put, drop, complete, sets)
