@@ -188,14 +188,16 @@ class Store:
     def write_manifest(self, manifest: Manifest) -> None:
         """Commit ``manifest``: as one log record of what changed (format 2), else the whole file."""
         if self.logged:
-            self.log.write(manifest)
+            with reporting(self.log.log.root, "commit to the store's log"):
+                self.log.write(manifest)
         else:
             atomic_write_json(self.manifest_path, manifest.to_json())
 
     def commit_landed(self, manifest: Manifest, landed: Sequence[PartitionEntry]) -> None:
         """Commit partitions that landed (already in ``manifest``): O(1) each in format 2."""
         if self.logged:
-            self.log.commit(landed, complete=manifest.complete)
+            with reporting(self.log.log.root, "commit to the store's log"):
+                self.log.commit(landed, complete=manifest.complete)
         else:
             atomic_write_json(self.manifest_path, manifest.to_json())
 
@@ -219,9 +221,12 @@ class Store:
             self.log.claim(owner, takeover=take_over, stale_after=stale_after)
         try:
             yield
-        finally:
-            if self.root.is_dir():  # a failed first run removes the store it began
+        except BaseException:
+            with contextlib.suppress(Exception):  # the first fault is the one to report
                 self.log.release()
+            raise
+        with reporting(self.log.log.root, "release the writer claim"):
+            self.log.release()
 
     def migrate(self) -> int:
         """Turn a format-1 store into format 2 in place; return its partition count.
