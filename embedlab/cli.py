@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from embedlab.commands import compress, embed, evaluate, plan, search, sweep, update, verify
+from embedlab.commands import compress, embed, evaluate, migrate, plan, search, sweep, update, verify
 from embedlab.commands.helpformat import ReadmeCommand
 from embedlab.errors import EXIT_FAILED, EXIT_INTERRUPTED
 from embedlab.files import EnvironmentFault
@@ -32,6 +32,7 @@ COMMANDS = {  # name: (function, one-line help for the command list)
     "update": (update.update, "Embed only the documents that changed."),
     "compact": (update.compact, "Rewrite partitions without their tombstoned rows."),
     "stream": (update.stream, "Embed arriving documents in micro-batches."),
+    "migrate": (migrate.migrate, "Convert a format-1 store to the commit log, in place."),
 }
 for _name, (_command, _short) in COMMANDS.items():
     app.command(_name, cls=ReadmeCommand, short_help=_short)(_command)

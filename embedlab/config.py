@@ -146,6 +146,8 @@ class EmbedConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     partition_tokens: int = 65536  # token budget per partition: one task, one Parquet + FAISS pair
     progress: bool = True
+    take_over: bool = False  # take over a stale writer claim from another host (see Store.claimed)
+    verify_deep: bool = False  # resume re-hashes committed files instead of trusting their sizes
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))

@@ -43,13 +43,14 @@ def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
 def job_errors() -> tuple[type[BaseException], ...]:
     """The library's errors that end a job with a message rather than a traceback (exit 1)."""
     from embedlab.beir import BeirError
+    from embedlab.commitlog import LogError
     from embedlab.corpus import CorpusError
     from embedlab.encoder import ModelNotFoundError
     from embedlab.files import EnvironmentFault
     from embedlab.store import StoreError
 
-    return (CorpusError, StoreError, ModelNotFoundError, BeirError, EnvironmentFault, FileNotFoundError,
-            ValueError)
+    return (CorpusError, StoreError, LogError, ModelNotFoundError, BeirError, EnvironmentFault,
+            FileNotFoundError, ValueError)
 
 
 @contextmanager

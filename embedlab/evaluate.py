@@ -78,7 +78,7 @@ class EvalResult:
 
 
 def store_checksum(store: Store) -> str:
-    return hashlib.sha256(store.manifest_path.read_bytes()).hexdigest()
+    return store.state_digest()
 
 
 def write_trec_run(path: Path, run: Run, tag: str = "embedlab") -> None:

@@ -198,6 +198,7 @@ class UpdateConfig:
     device: str | None = None
     cluster: ClusterConfig = field(default_factory=ClusterConfig)  # as for embed
     progress: bool = True
+    take_over: bool = False  # take over a stale writer claim from another host (see Store.claimed)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "source", Path(self.source))
@@ -313,7 +314,7 @@ def update(cfg: UpdateConfig) -> UpdateResult:
         resolve_format(ecfg.corpus)
     chunker = make_chunker(ecfg)
     store.init(store_identity(ecfg, chunker.chunk_tokens))
-    with store.writer_lock():
+    with store.claimed(f"update {cfg.source}", take_over=cfg.take_over):
         return _update(cfg, ecfg, store, chunker, t0)
 
 
@@ -409,7 +410,7 @@ def compact(out: Path | str) -> CompactResult:
     t0 = time.perf_counter()
     store = Store(out)
     store.meta()
-    with store.writer_lock():
+    with store.claimed("compact"):
         manifest = recover(store)
         entries = compact_entries(store, manifest)
         result = CompactResult(out=store.root, partitions_compacted=len(entries))

@@ -61,6 +61,9 @@ class Job(Protocol[U, R]):
     def save(self) -> None:
         """Make what has landed durable (called once at the end, and when the job stops early)."""
 
+    # Optional: ``flush()``, called when no other result is ready, commits what landed since the
+    # last commit as one record (group commit); a job without it commits in ``land``.
+
 
 @dataclass
 class RunStats:
@@ -151,6 +154,7 @@ def run_on_cluster(client, job: Job[U, R], units: Iterable[U], task: Callable[..
     pending = as_completed()
     in_flight: dict[str, tuple[U, Any, int]] = {}
     bar = _progress_bar(job)
+    flush = getattr(job, "flush", None)
 
     def submit(unit: U, attempt: int = 0) -> None:
         data = scatter(client, unit)
@@ -175,6 +179,8 @@ def run_on_cluster(client, job: Job[U, R], units: Iterable[U], task: Callable[..
             raise value
         job.land(unit, value)
         stats.landed += 1
+        if flush is not None and not pending.has_ready():
+            flush()  # group commit: every result that landed since the last record
         bar.update(job.size(unit))
         bar.set_postfix(units=f"{stats.landed + stats.skipped}")
 

@@ -16,7 +16,6 @@ import dataclasses
 import hashlib
 import itertools
 import json
-import shutil
 import platform
 import time
 from collections.abc import Iterable, Iterator
@@ -243,11 +242,17 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     t0 = time.perf_counter()
     chunker = make_chunker(cfg)
     fmt, path = resolve_format(cfg.corpus)  # fail on a missing path before any cluster starts
-    store = Store(cfg.out)
+    store = Store(cfg.out, verify_deep=cfg.verify_deep)
     fresh = None if store.exists() else cfg.out.is_dir()  # None: resuming; else: did the folder exist
     cfg = replace(cfg, encode=resolve_dtype(cfg.encode, store.meta().get("dtype") if store.exists() else None))
     store.init(store_identity(cfg, chunker.chunk_tokens))
     probe_writable(store.root)  # a read-only or immutable store fails here, before any cluster
+    with store.claimed(f"embed {cfg.corpus.path}", take_over=cfg.take_over):  # one writer at a time
+        return _embed_claimed(cfg, store, chunker, fmt, path, fresh, t0)
+
+
+def _embed_claimed(cfg: EmbedConfig, store: Store, chunker: Chunker, fmt: Any, path: Path,
+                   fresh: bool | None, t0: float) -> EmbedResult:
     store.remove_stray_temporaries()
     manifest = store.manifest()
     manifest.complete = False
@@ -266,7 +271,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
             n_parts += encode_partitions(cfg, store, manifest, first, partitions, result, started=t0)
     except BaseException:
         if fresh is not None and not manifest.partitions:  # never leave a half-made store behind
-            discard_new_store(store.root, existed=fresh)
+            store.discard(existed=fresh)
         raise
 
     store.remove_stray_temporaries()  # left by attempts on workers that died mid-write
@@ -306,14 +311,6 @@ def skip_current(partitions: Iterator[Partition], store: Store, manifest: Manife
         result.partitions_skipped += 1
         skipped += 1
     return skipped, None
-
-
-def discard_new_store(root: Path, existed: bool) -> None:
-    """Remove what a failed first run wrote into ``root`` (empty, or missing, when it began)."""
-    for child in root.iterdir():
-        shutil.rmtree(child) if child.is_dir() else child.unlink()
-    if not existed:
-        root.rmdir()
 
 
 def encode_partitions(cfg: EmbedConfig, store: Store, manifest: Manifest, first: Partition,
@@ -393,6 +390,7 @@ class PartitionJob:
     def __init__(self, store: Store, manifest: Manifest, result: EmbedResult, progress: bool):
         self.store, self.manifest, self.result, self.progress = store, manifest, result, progress
         self.fed = [0, 0]  # real and padded tokens fed to the model
+        self.landed: list[PartitionEntry] = []  # landed, not yet committed (see flush)
 
     def key(self, part: Partition) -> str:
         return f"embed-{part.index:05d}-{part.digest[:16]}"
@@ -422,11 +420,16 @@ class PartitionJob:
         if old is not None and (old.parquet != entry.parquet or old.faiss != entry.faiss):
             self.store.remove_partition(old.index)
         self.manifest.partitions[entry.index] = entry
-        self.store.write_manifest(self.manifest)
+        self.landed.append(entry)
         self.result.partitions_encoded += 1
 
     def save(self) -> None:
-        self.store.write_manifest(self.manifest)
+        """Commit every partition that landed since the last commit, as one record (group commit)."""
+        if self.landed:
+            self.store.commit_landed(self.manifest, self.landed)
+            self.landed = []
+
+    flush = save  # the runner calls it whenever no other result is ready
 
 
 def _run_partitions(client, cluster: ClusterInfo, store: Store, manifest: Manifest,

@@ -100,7 +100,7 @@ class Searcher:
                 raise FileNotFoundError(f"{path}: no merged index; run `embedlab merge {self.store.root}`")
             self.shards = [read_shard(path)]
         else:
-            self.shards = [read_shard(self.store.root / e.faiss, e.tombstones) for e in entries]
+            self.shards = [self.store.load_shard(e) for e in entries]
         chunk_ids: list[str] = []
         doc_ids: list[str] = []
         for t in self.store.iter_tables(columns=["chunk_id", "doc_id"]):
@@ -186,8 +186,7 @@ def build_merged_index(store: Store | Path | str) -> Path:
     store = store if isinstance(store, Store) else Store(store)
     store.require_verified()
     manifest = store.manifest()
-    shards = [read_shard(store.root / e.faiss, e.tombstones)
-              for e in (manifest.partitions[i] for i in sorted(manifest.partitions))]
+    shards = [store.load_shard(manifest.partitions[i]) for i in sorted(manifest.partitions)]
     path = store.merged_index_path
     atomic_write_bytes(path, serialize_index(merge_shards(shards, int(store.meta()["dim"]))))
     return path

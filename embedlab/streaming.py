@@ -56,6 +56,7 @@ class StreamConfig:
     dtype: str | None = None
     device: str | None = None  # encoder settings that do not change vectors; None: the store's
     batch_size: int | None = None
+    take_over: bool = False  # take over a stale writer claim from another host (see Store.claimed)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "watch", Path(self.watch))
@@ -231,7 +232,7 @@ class _Staged:
 class _Writer:
     """Applies micro-batches to the store: classify, chunk, encode (the task), commit (landing).
 
-    A job of :func:`embedlab.jobs.run_in_process`; the caller holds the store's writer lock for
+    A job of :func:`embedlab.jobs.run_in_process`; the caller holds the store's writer claim for
     the writer's lifetime.
     """
 
@@ -240,7 +241,7 @@ class _Writer:
 
     def __init__(self, store: Store, cfg: EmbedConfig, chunker: Chunker, result: StreamResult):
         self.store, self.cfg, self.chunker, self.result = store, cfg, chunker, result
-        if not store.manifest_path.is_file():
+        if not store.has_commits():
             store.write_manifest(Manifest(complete=True))
         self.manifest = recover(store)
         self.live: dict[str, LiveDoc] = live_documents(store, self.manifest)
@@ -338,7 +339,7 @@ def stream(cfg: StreamConfig, *, on_ready: Callable[[], None] | None = None) -> 
     ecfg = stream_config(cfg)
     chunker = make_chunker(ecfg)
     store.init(store_identity(ecfg, chunker.chunk_tokens))
-    with store.writer_lock():
+    with store.claimed(f"stream {cfg.watch}", take_over=cfg.take_over):
         return _run(cfg, _Writer(store, ecfg, chunker, StreamResult(
             out=store.root, max_batch=cfg.max_batch, max_delay_ms=cfg.max_delay_ms)), on_ready)
 

@@ -2,11 +2,11 @@
 
 An update, a stream batch and a compaction change a store the same way. Their partitions are
 written to ``store.staging`` (with a journal, the staging folder's own manifest, so an
-interrupted run resumes instead of re-encoding them), then moved into place, then the manifest is
-written once: that rename is the commit. A crash before it leaves the store as it was; files
+interrupted run resumes instead of re-encoding them), then moved into place, then one commit
+record names them (:meth:`Store.write_manifest`): that record is the commit. A crash before it leaves the store as it was; files
 moved in before a crash are not in the manifest, and :func:`recover`, run by the next writer,
 moves them back into staging (or removes them) before it starts. Callers hold
-:meth:`Store.writer_lock` around all of it.
+:meth:`Store.claimed` around all of it.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def recover(store: Store) -> Manifest:
         StoreError: not a store, or its last embed did not finish.
     """
     store.meta()
-    if not store.manifest_path.is_file() or not store.manifest().complete:
+    if not store.has_commits() or not store.manifest().complete:
         raise StoreError(f"the last `embedlab embed` into {store.root} did not finish; "
                          "re-run it before updating the store")
     store.remove_stray_temporaries()

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,3 +61,26 @@ def encoder():
 def st_model(encoder):
     st = pytest.importorskip("sentence_transformers")
     return st.SentenceTransformer(encoder.info.path, device="cpu")
+
+
+HOLD_CLAIM = """
+import sys, time
+from embedlab.store import Store
+with Store(sys.argv[1]).claimed("a test that holds the claim"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+@contextlib.contextmanager
+def claim_holder(out: Path):
+    """A real second process holding ``out``'s writer claim until the block ends (then SIGKILLed)."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_CLAIM, str(out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.strip() == "held", proc.communicate()
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)

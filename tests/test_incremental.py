@@ -22,9 +22,10 @@ from embedlab.corpus import join_title
 from embedlab.incremental import UpdateConfig, compact, live_documents, update
 from embedlab.pipeline import content_sha256
 from embedlab.search import Searcher
+from embedlab.commitlog import LogError
 from embedlab.store import Store, StoreError, sha256_file
 
-from .conftest import write_jsonl
+from .conftest import claim_holder, write_jsonl
 
 EMBEDLAB = [sys.executable, "-m", "embedlab.cli"]
 FAST = dict(partition_tokens=2000, progress=False, dtype="fp32")
@@ -91,9 +92,10 @@ def live_rows(out: Path) -> dict[str, tuple]:
 
 
 def committed(out: Path) -> dict[str, bytes]:
-    """The manifest and every partition file: what readers see."""
-    keep = [out / "_manifest.json", *out.glob("*.parquet"), *(out / "_faiss").glob("*.faiss")]
-    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(keep)}
+    """The committed manifest and every partition file: what readers see."""
+    keep = [*out.glob("*.parquet"), *(out / "_faiss").glob("*.faiss")]
+    return {"manifest": json.dumps(Store(out).manifest().to_json()).encode(),
+            **{p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(keep)}}
 
 
 def hashes_of(docs: list[dict]) -> dict[str, str]:
@@ -188,14 +190,14 @@ def test_sigkill_mid_update_before_or_after_the_commit(v1_store, scifact_docs, e
     out = tmp_path / "out"
     shutil.copytree(v1_store, out)
     before = committed(out)
-    manifest = (out / "_manifest.json").read_bytes()
+    manifest = before["manifest"]
     proc = subprocess.Popen([*EMBEDLAB, "update", str(corpus), "--out", str(out), "--no-progress"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         if phase == "before-commit":  # the first partition is staged; the others are still encoding
             wait_for_staged(out, proc)
         else:  # the manifest was just replaced: the commit happened, its clean-up may not have
-            wait_for(lambda: (out / "_manifest.json").read_bytes() != manifest, proc, poll=0.002)
+            wait_for(lambda: committed(out)["manifest"] != manifest, proc, poll=0.002)
         stop_group(proc)
         proc.wait(timeout=60)
     finally:
@@ -235,7 +237,7 @@ def test_crash_at_the_commit_point_rolls_back_and_the_rerun_completes(updated, v
     with pytest.raises(SystemExit):
         update(UpdateConfig(source=corpora["v2"], out=out, progress=False))
     monkeypatch.setattr(Store, "write_manifest", real)
-    assert (out / "_manifest.json").read_bytes() == before["_manifest.json"]
+    assert committed(out)["manifest"] == before["manifest"]
     moved = [p for p in Store(out).verify() if "not in the manifest" in p]
     assert moved  # the new partitions were moved in, but the manifest does not name them
     r = update(UpdateConfig(source=corpora["v2"], out=out, progress=False))
@@ -315,9 +317,9 @@ def stop_group(proc: subprocess.Popen) -> None:
 
 def test_one_writer_at_a_time(updated, corpora):
     out, _ = updated
-    with Store(out).writer_lock():
-        with pytest.raises(StoreError, match="being written by another process"):
+    with claim_holder(out) as holder:
+        with pytest.raises(LogError, match=f"being written by pid {holder.pid} on"):
             update(UpdateConfig(source=corpora["v2"], out=out, progress=False))
-        with pytest.raises(StoreError, match="being written by another process"):
+        with pytest.raises(LogError, match=f"being written by pid {holder.pid} on"):
             compact(out)
     assert Store(out).verify() == []

@@ -208,7 +208,7 @@ def test_default_overlap_scales_and_a_rerun_starts_nothing(made):
 
 
 COMMANDS = ["embed", "verify", "search", "merge", "eval", "compress", "sweep", "plan", "update", "compact",
-            "stream"]
+            "stream", "migrate"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -98,12 +98,16 @@ def test_rerun_repairs_exactly_the_damaged_partitions(built, tmp_path):
     store.write_manifest(m)
     (out / ".part-00004.parquet.zz.tmp").write_bytes(b"junk")  # a stray temporary file
     problems = "\n".join(store.verify())
-    for damage in ("part-00001.parquet: sha256 differs", "part-00002.faiss: missing",
+    for damage in ("part-00001.parquet: 1000 bytes, its commit recorded", "part-00002.faiss: missing",
                    "part-00003.faiss: sha256 differs", "no entry for partition(s) [0]",
                    "part-00000.parquet: not in the manifest", "stray temporary file"):
         assert damage in problems, damage
+    # a re-run trusts committed files of the recorded size: the flipped shard (same size) is left
     again = embedlab.embed(corpus, out, **FAST)
-    assert again.partitions_encoded == 4 and again.partitions_skipped == result.partitions - 4
+    assert again.partitions_encoded == 3 and again.partitions_skipped == result.partitions - 3
+    assert [p for p in store.verify() if "part-00003.faiss: sha256 differs" in p]
+    deep = embedlab.embed(corpus, out, **FAST, verify_deep=True)  # re-hashes: finds and redoes it
+    assert deep.partitions_encoded == 1 and deep.partitions_skipped == result.partitions - 1
     assert store.verify() == [] and files(out) == files(result.out)
 
 

@@ -77,6 +77,13 @@ def embed(
         "--compile/--no-compile", help="torch.compile the encoder (about 1.05x on CPU for a one-off "
         "compile of 8-25 s, cached on disk): worth it for long jobs. Default: off.")] = EncodeConfig.compile,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = EmbedConfig.progress,
+    take_over: Annotated[bool, typer.Option(
+        "--take-over", help="Take over the writer claim of a writer on another host that has been silent "
+        "for 60 s (a crashed one). A writer on this host whose process is gone is taken over anyway.")
+    ] = EmbedConfig.take_over,
+    verify_deep: Annotated[bool, typer.Option(
+        "--verify-deep", help="On resume, re-hash every committed file instead of trusting files of the "
+        "recorded size.")] = EmbedConfig.verify_deep,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Embed a corpus: chunk it, encode every chunk on a Dask cluster, write Parquet and FAISS shards."""
@@ -94,7 +101,8 @@ def embed(
                                 max_batch_tokens=max_batch_tokens, device=device, compile=compile_model,
                                 trust_remote_code=trust_remote_code),
             cluster=ClusterConfig(scheduler=scheduler, workers=workers, threads=threads),
-            partition_tokens=partition_tokens, progress=progress)
+            partition_tokens=partition_tokens, progress=progress, take_over=take_over,
+            verify_deep=verify_deep)
     with reported(f"interrupted; finished partitions are kept in {out}. "
                   "Run the same command again to resume."):
         result = run(cfg)

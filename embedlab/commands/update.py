@@ -38,6 +38,10 @@ def update(
     title_field: Annotated[Optional[str], typer.Option(
         help="Field joined before the text; '' for none.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    take_over: Annotated[bool, typer.Option(
+        "--take-over", help="Take over the writer claim of a writer on another host that has been silent "
+        "for 60 s (a crashed one). A writer on this host whose process is gone is taken over anyway.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Embed only what changed; tombstone the old chunks of modified and deleted documents (one commit).
@@ -53,7 +57,7 @@ def update(
     with usage():
         cfg = UpdateConfig(source=source, out=out, feed=feed, compact=compact, corpus_format=corpus_format,
                            id_field=id_field, text_field=text_field, title_field=title_field,
-                           batch_size=batch_size, device=device, progress=progress,
+                           batch_size=batch_size, device=device, progress=progress, take_over=take_over,
                            cluster=ClusterConfig(scheduler=scheduler, workers=workers, threads=threads))
     with reported(f"interrupted; {out} is as it was before this update. "
                   "Run the same command again to finish it."):
@@ -96,6 +100,10 @@ def stream(
     text_field: Annotated[str, typer.Option(help="Field holding the text.")] = StreamConfig.text_field,
     title_field: Annotated[str, typer.Option(help="Field joined before the text; '' for none.")
                            ] = StreamConfig.title_field,
+    take_over: Annotated[bool, typer.Option(
+        "--take-over", help="Take over the writer claim of a writer on another host that has been silent "
+        "for 60 s (a crashed one). A writer on this host whose process is gone is taken over anyway.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Embed arriving documents in micro-batches; report arrival-to-searchable latency and throughput.
@@ -112,7 +120,7 @@ def stream(
         cfg = StreamConfig(watch=watch, out=out, max_batch=max_batch, max_delay_ms=max_delay_ms,
                            max_docs=max_docs, idle_exit_s=idle_exit_s, model=model, chunk=chunk,
                            dtype=dtype, device=device, id_field=id_field, text_field=text_field,
-                           title_field=title_field or None)
+                           title_field=title_field or None, take_over=take_over)
     with reported(f"interrupted; every committed batch is in {out}."):
         result = run(cfg)
     typer.echo(json.dumps(result.to_json(), indent=2) if as_json else result.summary())

@@ -13,12 +13,17 @@ from embedlab.errors import EXIT_FAILED
 
 def verify(
     out: Annotated[Path, typer.Argument(help="Store folder written by `embedlab embed`.")],
+    deep: Annotated[bool, typer.Option(
+        "--deep/--quick", help="--deep (the default): every file's sha256, Parquet/FAISS rows and ids, no "
+        "chunk live twice. --quick: what opening the store checks (the commit log, each file's size).")
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the problems as JSON.")] = False,
 ) -> None:
-    """Check a store: manifest, file checksums, Parquet/FAISS consistency, stray files."""
+    """Check a store: commit log, file sizes and checksums, Parquet/FAISS consistency, stray files."""
     from embedlab.store import Store
 
-    problems = Store(out).verify(deep=True)
+    store = Store(out)
+    problems = store.verify(deep=True) if deep else store.quick_problems()
     if as_json:
         typer.echo(json.dumps({"store": str(out), "ok": not problems, "problems": problems}, indent=2))
     else:

@@ -1,6 +1,19 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+
+def committed_partitions(out: Path) -> int:
+    """Partitions the store at ``out`` has committed so far (0 before its first commit)."""
+    from embedlab.store import Store
+
+    store = Store(out)
+    try:
+        return len(store.manifest().partitions) if store.exists() else 0
+    except (OSError, ValueError):  # the store's identity file is being written
+        return 0
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import pytest
 
 from embedlab.store import Store
 from tests.conftest import write_jsonl
+from tests.faults.conftest import committed_partitions
 
 EMBED = [sys.executable, "-m", "embedlab.cli", "embed"]
 
@@ -27,13 +28,8 @@ def start_embed(corpus: Path, out: Path, *extra: str) -> subprocess.Popen:
 def wait_for_partitions(out: Path, n: int, proc: subprocess.Popen, timeout: float = 300) -> None:
     end = time.time() + timeout
     while time.time() < end:
-        m = out / "_manifest.json"
-        if m.is_file():
-            try:
-                if len(json.loads(m.read_text())["partitions"]) >= n:
-                    return
-            except json.JSONDecodeError:
-                pass
+        if committed_partitions(out) >= n:
+            return
         assert proc.poll() is None, f"embed ended early: {proc.communicate()}"
         time.sleep(0.2)
     raise TimeoutError("no partition landed")

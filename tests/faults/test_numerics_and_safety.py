@@ -13,6 +13,7 @@ import pytest
 import embedlab
 from embedlab.config import EncodeConfig
 from embedlab.encoder import Encoder
+from embedlab.store import Store
 from tests.conftest import write_jsonl
 
 
@@ -35,8 +36,8 @@ def test_only_the_overflowing_rows_are_reencoded_in_fp32_each_in_its_own_row(tmp
     hot = {c for c, text in zip(ids, texts) if "zebra" in text.lower().split()}
     assert len(hot) == 3 and len(ids) > 20  # some rows overflow, most do not
     assert sorted(r16.reencoded_fp32) == sorted(hot)  # exactly those rows, not their partitions
-    manifest = json.loads((tmp_path / "fp16" / "_manifest.json").read_text())
-    assert sorted(c for p in manifest["partitions"] for c in p["reencoded_fp32"]) == sorted(hot)
+    manifest = Store(tmp_path / "fp16").manifest()
+    assert sorted(c for p in manifest.partitions.values() for c in p.reencoded_fp32) == sorted(hot)
     v16 = np.stack(t.column("vector").to_numpy(zero_copy_only=False))
     assert np.isfinite(v16).all()
     want32 = fp32.encode_texts(texts)  # each row against its own text's vector
@@ -98,5 +99,5 @@ def test_verify_cli_reports_problems_by_file_and_exit_status(tmp_path, tiny_mode
     bad = subprocess.run([*cli, "--json"], capture_output=True, text=True)
     report = json.loads(bad.stdout)
     assert bad.returncode == 1 and not report["ok"] and len(report["problems"]) == 2
-    assert any("part-00001.parquet: sha256 differs" in p for p in report["problems"])
+    assert any("part-00001.parquet: 15 bytes, its commit recorded" in p for p in report["problems"])
     assert any("stray temporary file" in p for p in report["problems"])
