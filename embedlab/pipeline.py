@@ -31,7 +31,8 @@ from embedlab.cluster import ClusterInfo, connect
 from embedlab.config import Dtype, EmbedConfig, EncodeConfig, to_jsonable
 from embedlab.corpus import CorpusError, Document, Record, Reject, read_corpus, resolve_format
 from embedlab.embed_result import EmbedResult
-from embedlab.encoder import cached_encoder, describe_model, fast_tokenizer, resolve_dtype
+from embedlab.backends import describe, worker_encoder
+from embedlab.encoder import fast_tokenizer, resolve_dtype
 from embedlab.files import EnvironmentFault, probe_writable
 from embedlab.index import ID_SCHEME
 from embedlab.jobs import run_on_cluster
@@ -61,7 +62,7 @@ def content_sha256(text: str) -> str:
 
 
 def store_identity(cfg: EmbedConfig, chunk_tokens: int) -> dict[str, Any]:
-    info = describe_model(cfg.encode.model, cfg.encode.revision)
+    info = describe(cfg.encode.model, cfg.encode.revision)
     return {
         "format_version": FORMAT_VERSION,
         "model": info.name,
@@ -87,7 +88,7 @@ def store_identity(cfg: EmbedConfig, chunk_tokens: int) -> dict[str, Any]:
 def load_encoder(encode: EncodeConfig) -> dict[str, Any]:
     """Load (and cache) the worker's encoder before any partition arrives; say how it runs."""
     t0 = time.perf_counter()
-    enc = cached_encoder(encode)
+    enc = worker_encoder(encode)
     note = enc.dtype_note and f"worker {platform.node()}: {enc.dtype_note}"
     return {"load_seconds": time.perf_counter() - t0, "device": enc.device, "dtype": enc.dtype.value,
             "dtype_notes": [note] if note else [],
@@ -110,7 +111,7 @@ class PartitionOutcome:
 def embed_partition(part: Partition, out: str, encode: EncodeConfig) -> PartitionOutcome:
     """Encode one partition and write its files. Runs on a Dask worker; pure given its inputs."""
     t0 = time.perf_counter()
-    encoder = cached_encoder(encode)
+    encoder = worker_encoder(encode)
     before = dataclasses.replace(encoder.stats)
     vectors = encoder.encode_ids(part.input_ids())
     stats = encoder.stats
@@ -121,7 +122,7 @@ def embed_partition(part: Partition, out: str, encode: EncodeConfig) -> Partitio
             raise NonFiniteVectorError(
                 f"partition {part.index}: non-finite vector in fp32 for chunk(s) "
                 f"{[part.chunk_ids[i] for i in bad[:10]]}")
-        fp32 = cached_encoder(replace(encode, dtype=Dtype.FP32))
+        fp32 = worker_encoder(replace(encode, dtype=Dtype.FP32))
         ids = part.input_ids()
         vectors[bad] = fp32.encode_ids([ids[i] for i in bad])
         reencoded = [part.chunk_ids[i] for i in bad]
@@ -224,7 +225,7 @@ def make_chunker(cfg: EmbedConfig) -> Chunker:
     Raises:
         ValueError: ``cfg.chunk.chunk_tokens`` exceeds the model's max sequence length.
     """
-    info = describe_model(cfg.encode.model, cfg.encode.revision)
+    info = describe(cfg.encode.model, cfg.encode.revision)
     chunk_tokens = cfg.chunk.chunk_tokens or info.max_seq_length
     if chunk_tokens > info.max_seq_length:
         raise ValueError(f"chunk_tokens={chunk_tokens} exceeds the model's max sequence length "
