@@ -84,7 +84,7 @@ def embed(corpus: str | Path, out: str | Path, **options: Any) -> EmbedResult:
         >>> r.chunks, r.ok
         (163, True)
     """
-    from embedlab.pipeline import embed as run
+    from embedlab.split_embed import embed as run
 
     return run(embed_config(corpus, out, **options))
 

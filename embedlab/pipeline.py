@@ -330,7 +330,7 @@ def encode_partitions(cfg: EmbedConfig, store: Store, manifest: Manifest, first:
     """
     started = time.perf_counter() if started is None else started
     with connect(cfg.cluster) as (client, cluster):
-        encode = _encode_config_for(cfg.encode, cluster)
+        encode = encode_config_for(cfg.encode, cluster)
         result.cluster = dataclasses.asdict(cluster)
         warm = [client.submit(load_encoder, encode, workers=[w], allow_other_workers=True, pure=False)
                 for w in client.scheduler_info()["workers"]]
@@ -374,7 +374,7 @@ def write_rejects(store: Store, rejects: list[Reject]) -> None:
                        "".join(json.dumps(r.to_json()) + "\n" for r in rejects).encode())
 
 
-def _encode_config_for(encode: EncodeConfig, cluster: ClusterInfo) -> EncodeConfig:
+def encode_config_for(encode: EncodeConfig, cluster: ClusterInfo) -> EncodeConfig:
     changes: dict[str, Any] = {}
     if encode.torch_threads is None and cluster.torch_threads is not None:
         changes["torch_threads"] = cluster.torch_threads

@@ -51,6 +51,7 @@ SUMMARY_FILES = {"embed": SUMMARY_FILE, "update": "_update_summary.json", "strea
 MERGED_DIR = "_merged"
 FAISS_DIR = "_faiss"
 STAGING_DIR = "_staging"
+SPLITS_DIR = "_splits"  # per corpus split: its counts and rejects, and its document-id hashes
 LOCK_FILE = "_writer.lock"
 FORMAT_VERSION = 1
 # Fields of the store identity that every partition must share; a run that differs is refused.
@@ -66,6 +67,22 @@ class StoreMismatchError(StoreError):
     pass
 
 
+
+
+def missing_partitions(manifest: Manifest) -> list[int]:
+    """Indices a manifest should list and does not: gaps among the partitions cut by the driver
+    (numbered from 0), and among each corpus split's (its ordinals 0 to ``split_parts - 1``)."""
+    indices = sorted(k for k, e in manifest.partitions.items() if not e.split)
+    missing = sorted(set(range(max(indices) + 1)) - set(indices)) if indices else []
+    by_split: dict[str, list[PartitionEntry]] = {}
+    for e in manifest.partitions.values():
+        if e.split:
+            by_split.setdefault(e.split, []).append(e)
+    for entries in by_split.values():
+        base = entries[0].index - entries[0].ordinal
+        parts = max([e.split_parts for e in entries] + [e.ordinal + 1 for e in entries])
+        missing += sorted(set(range(base, base + parts)) - {e.index for e in entries})
+    return sorted(missing)
 
 
 def read_json(path: Path) -> Any:
@@ -123,6 +140,14 @@ class Store:
     def summary_path(self, job: str = "embed") -> Path:
         """Counts and timings of the last ``job`` ("embed", "update" or "stream")."""
         return self.root / SUMMARY_FILES[job]
+
+    def split_record_path(self, key: str) -> Path:
+        """What a corpus split gave (partitions, documents, lines, rejects); written when it lands."""
+        return self.root / SPLITS_DIR / f"{key}.json"
+
+    def split_ids_path(self, key: str) -> Path:
+        """A split's documents as a sorted run of id hashes, for the duplicate-id pass."""
+        return self.root / SPLITS_DIR / f"{key}.ids.npy"
 
     @property
     def merged_dir(self) -> Path:
@@ -294,9 +319,8 @@ class Store:
             if deep and not found:
                 found = self._check_partition(e, live)
             problems.extend(found)
-        indices = sorted(manifest.partitions)
-        if indices and indices != list(range(len(indices))):
-            missing = sorted(set(range(max(indices) + 1)) - set(indices))
+        missing = missing_partitions(manifest)
+        if missing:
             problems.append(f"{self.manifest_path}: no entry for partition(s) {missing}")
         # os.walk, unlike rglob, skips a folder that vanishes while it looks: a concurrent writer
         # removes its staging folder right after its commit.
