@@ -108,9 +108,9 @@ class PartitionOutcome:
     padded_tokens: int
 
 
-def embed_partition(part: Partition, out: str, encode: EncodeConfig) -> PartitionOutcome:
-    """Encode one partition and write its files. Runs on a Dask worker; pure given its inputs."""
-    t0 = time.perf_counter()
+def encode_partition(part: Partition, encode: EncodeConfig) -> tuple[np.ndarray, list[str], tuple[float, int, int]]:
+    """A partition's vectors, the chunks re-encoded in fp32 (non-finite at ``encode.dtype``), and
+    the forward seconds, real and padded tokens it took. Runs on a Dask worker."""
     encoder = worker_encoder(encode)
     before = dataclasses.replace(encoder.stats)
     vectors = encoder.encode_ids(part.input_ids())
@@ -126,29 +126,34 @@ def embed_partition(part: Partition, out: str, encode: EncodeConfig) -> Partitio
         ids = part.input_ids()
         vectors[bad] = fp32.encode_ids([ids[i] for i in bad])
         reencoded = [part.chunk_ids[i] for i in bad]
+    return vectors, reencoded, (stats.forward_seconds - before.forward_seconds, stats.tokens - before.tokens,
+                                stats.padded_tokens - before.padded_tokens)
+
+
+def write_partition(part: Partition, out: str, vectors: np.ndarray, reencoded: list[str]) -> PartitionEntry:
+    """Write a partition's Parquet file and FAISS shard into the store ``out``; its manifest entry."""
     store = Store(out)
-    columns = {
-        "chunk_id": part.chunk_ids,
-        "doc_id": part.doc_ids,
-        "chunk_index": part.chunk_index,
-        "char_start": part.char_start,
-        "char_end": part.char_end,
-        "n_tokens": part.n_tokens_per_chunk(),
-        "text": part.texts,
-    }
+    columns = {"chunk_id": part.chunk_ids, "doc_id": part.doc_ids, "chunk_index": part.chunk_index,
+               "char_start": part.char_start, "char_end": part.char_end,
+               "n_tokens": part.n_tokens_per_chunk(), "text": part.texts}
     if part.doc_sha256:
         columns["doc_sha256"] = part.doc_sha256
     pq_sha, fs_sha = store.write_partition(part.index, columns, vectors)
-    entry = PartitionEntry(
+    return PartitionEntry(
         index=part.index, rows=part.n_chunks, tokens=part.n_tokens, docs=part.n_docs,
         digest=part.digest,
         parquet=store.parquet_path(part.index).relative_to(store.root).as_posix(),
         faiss=store.faiss_path(part.index).relative_to(store.root).as_posix(),
         parquet_sha256=pq_sha, faiss_sha256=fs_sha, reencoded_fp32=reencoded,
     )
-    return PartitionOutcome(entry, time.perf_counter() - t0,
-                            stats.forward_seconds - before.forward_seconds,
-                            stats.tokens - before.tokens, stats.padded_tokens - before.padded_tokens)
+
+
+def embed_partition(part: Partition, out: str, encode: EncodeConfig) -> PartitionOutcome:
+    """Encode one partition and write its files. Runs on a Dask worker; pure given its inputs."""
+    t0 = time.perf_counter()
+    vectors, reencoded, (forward, tokens, padded) = encode_partition(part, encode)
+    entry = write_partition(part, out, vectors, reencoded)
+    return PartitionOutcome(entry, time.perf_counter() - t0, forward, tokens, padded)
 
 
 def embed_partition_task(part: Partition, out: str, encode: EncodeConfig,

@@ -18,6 +18,7 @@ A job with ``limit`` (the first N good documents, in order) runs on the driver's
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import time
@@ -34,7 +35,7 @@ from embedlab.config import CorpusFormat, EmbedConfig
 from embedlab.corpus import CorpusError, Reject, parquet_columns, reader_config, short
 from embedlab.embed_result import EmbedResult
 from embedlab.encoder import resolve_dtype
-from embedlab.files import atomic_write_json, probe_writable
+from embedlab.files import EnvironmentFault, atomic_write_json, probe_writable
 from embedlab.jobs import run_on_cluster
 from embedlab.pipeline import (EmptyCorpusError, discard_new_store, encode_config_for, load_encoder, make_chunker,
                                store_identity, write_rejects)
@@ -169,11 +170,19 @@ class SplitJob:
         if changed:
             self.store.write_manifest(self.manifest)
 
+    def commit_written(self, entries: list[PartitionEntry]) -> None:
+        """Commit partitions a split wrote before it failed (the first fault is the one reported)."""
+        for e in entries:
+            self.manifest.partitions[e.index] = e
+        with contextlib.suppress(EnvironmentFault):
+            self.save()
+
     def land(self, work: SplitWork, outcome: SplitOutcome) -> None:
         self.poll()
         r = self.result
         r.forward_seconds += outcome.forward_seconds
         r.input_wait_seconds += outcome.input_wait_seconds
+        r.writer_wait_seconds += outcome.writer_wait_seconds
         self.fed[0] += outcome.tokens
         self.fed[1] += outcome.padded_tokens
         self.encoded.update(outcome.encoded)
@@ -208,6 +217,9 @@ def encode_splits(cfg: EmbedConfig, job: SplitJob, works: list[SplitWork], start
         try:
             stats = run_on_cluster(client, job, (job.prepare(w) for w in works), embed_split_task,
                                    str(job.store.root), encode, max_in_flight=max(2, 2 * cluster.workers))
+        except EnvironmentFault as e:  # keep what the failed split wrote before the fault
+            job.commit_written([PartitionEntry(**x) for x in getattr(e, "written", [])])
+            raise
         finally:
             client.unsubscribe_topic(job.topic)
         result.partitions_resent += stats.resent

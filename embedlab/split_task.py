@@ -21,6 +21,7 @@ driver from each split's sorted run of id hashes (:func:`id_run`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -41,12 +42,13 @@ from embedlab.corpus import (UTF8_BOM, CorpusError, Document, Record, Reject, re
 from embedlab.encoder import fast_tokenizer
 from embedlab.files import EnvironmentFault, atomic_write_bytes
 from embedlab.partition import Partition
-from embedlab.pipeline import ChunkStream, embed_partition
+from embedlab.pipeline import ChunkStream, encode_partition, write_partition
 from embedlab.splits import Split, read_split
 from embedlab.store import PartitionEntry, Store
 
 SPLIT_STRIDE = 100_000  # partition indices reserved per split: index = split number x stride + ordinal
 PREFETCH_PARTITIONS = 2  # partitions read and chunked ahead of the encoder
+WRITE_BEHIND = 2  # encoded partitions that may wait for the writer
 ID_RUN_DTYPE = np.dtype([("h1", "<u8"), ("h2", "<u8"), ("line", "<i8"), ("index", "<i8"),
                          ("row", "<i8"), ("n", "<i8")])
 
@@ -89,6 +91,7 @@ class SplitOutcome:
     tokens: int
     padded_tokens: int
     input_wait_seconds: float  # the encoder waited for the reader and tokenizer
+    writer_wait_seconds: float  # the encoder waited for the writer (a full queue, the last writes)
     task_seconds: float
 
 
@@ -164,8 +167,9 @@ def _stat(path: Path, split: Split) -> tuple[int, int, int]:
         raise EnvironmentFault(path, "the corpus file vanished (deleted or moved) after the job planned it",
                                True) from None
     if st.st_size != split.size:
-        raise EnvironmentFault(path, f"the corpus file changed size from {split.size:,} to {st.st_size:,} "
-                               "bytes after the job planned it", True)
+        how = "shrank" if st.st_size < split.size else "grew"
+        raise EnvironmentFault(path, f"the corpus file {how} from {split.size:,} to {st.st_size:,} bytes "
+                               "while it was read", True)
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
@@ -238,59 +242,131 @@ def _prefetch(parts: Iterator[Partition], depth: int) -> Iterator[tuple[Partitio
         thread.join()
 
 
-def _announce(topic: str, entry: PartitionEntry, encoded: bool) -> None:
-    if not topic:
-        return
+def current_worker() -> Any:
+    """The Dask worker running this task, or None in-process. Call it on the task's own thread:
+    Dask finds the worker through thread-local state, so the writer thread asks through this."""
     try:
         from distributed import get_worker
 
-        worker = get_worker()
-    except ValueError:  # run in-process, not on a Dask worker
-        return
-    worker.log_event(topic, {"entry": entry.to_json(), "encoded": encoded})
+        return get_worker()
+    except ValueError:
+        return None
 
 
-def embed_split(work: SplitWork, out: str, encode: EncodeConfig) -> SplitOutcome:
-    """Read, chunk, encode and write one split; announce each partition as it is written."""
-    t0 = time.perf_counter()
+def cut_split(work: SplitWork) -> tuple[SplitReader, ChunkStream, Iterator[Partition]]:
+    """The split's reader, its chunk stream, and its partitions (made as they are taken)."""
     chunker = worker_chunker(work.tokenizer, work.trust_remote_code, work.chunk_tokens, work.overlap,
                              work.truncate)
     reader = SplitReader(work)
     stream = ChunkStream(reader, chunker, work.corpus.block_docs)
+    return reader, stream, stream.partitions(work.partition_tokens, first_index=work.base)
+
+
+class WriteBehind:
+    """Writes partitions (Parquet, FAISS shard, their sha256s) on a thread while the next encodes.
+
+    At most ``depth`` partitions wait to be written; ``waited`` is how long the encoder was held
+    up by a full queue and by the last writes. Each entry is announced once its files are in place.
+    """
+
+    def __init__(self, out: str, split: str, topic: str, depth: int):
+        self.out, self.split, self.topic = out, split, topic
+        self.worker = current_worker() if topic else None
+        self.entries: list[PartitionEntry] = []
+        self.waited = 0.0
+        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="embedlab-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, ordinal: int, entry: PartitionEntry | None, part: Partition | None = None,
+            vectors: np.ndarray | None = None, reencoded: list[str] | None = None) -> None:
+        """Queue a partition to write (``entry`` None), or a reused one's entry, in order."""
+        t0 = time.perf_counter()
+        while self._error is None:
+            try:
+                self._q.put((ordinal, entry, part, vectors, reencoded), timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self.waited += time.perf_counter() - t0
+        self._raise()
+
+    def close(self) -> list[PartitionEntry]:
+        t0 = time.perf_counter()
+        if self._error is None:
+            self._q.put(None)
+        self._thread.join()
+        self.waited += time.perf_counter() - t0
+        self._raise()
+        return self.entries
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        try:
+            while (item := self._q.get()) is not None:
+                ordinal, entry, part, vectors, reencoded = item
+                fresh = entry is None
+                if fresh:
+                    entry = write_partition(part, self.out, vectors, reencoded)
+                entry = replace(entry, split=self.split, ordinal=ordinal, tombstones=[])
+                if self.worker is not None:
+                    self.worker.log_event(self.topic, {"entry": entry.to_json(), "encoded": fresh})
+                self.entries.append(entry)
+        except BaseException as e:  # noqa: BLE001 - raised again on the encoder's thread
+            self._error = e
+
+
+def embed_split(work: SplitWork, out: str, encode: EncodeConfig) -> SplitOutcome:
+    """Read, chunk, encode and write one split; announce each partition as it is written.
+
+    Three stages overlap: read + tokenize + chunk (a thread, :data:`PREFETCH_PARTITIONS` ahead),
+    encode (this thread), write (a thread, :data:`WRITE_BEHIND` behind).
+    """
+    t0 = time.perf_counter()
+    reader, stream, parts = cut_split(work)
     store = Store(out)
-    entries: list[PartitionEntry] = []
+    writer = WriteBehind(out, work.split.key, work.topic, WRITE_BEHIND)
     encoded: list[int] = []
     placed: dict[str, tuple[int, int, int]] = {}
     waited = forward = 0.0
     tokens = padded = 0
-    for part, wait in _prefetch(stream.partitions(work.partition_tokens, first_index=work.base),
-                                PREFETCH_PARTITIONS):
-        waited += wait
-        ordinal = part.index - work.base
-        if ordinal >= SPLIT_STRIDE:
-            raise CorpusError(f"{work.split.url}: a split gives more than {SPLIT_STRIDE:,} partitions; "
-                              "use a larger partition budget or a smaller split size")
-        _placements(part, placed)
-        prior = work.prior.get(part.index)
-        if store.entry_is_current(prior, part.digest):
-            entry, fresh = prior, False
-        else:
-            outcome = embed_partition(part, out, encode)
-            entry, fresh = outcome.entry, True
-            forward += outcome.forward_seconds
-            tokens += outcome.tokens
-            padded += outcome.padded_tokens
+    try:
+        for part, wait in _prefetch(parts, PREFETCH_PARTITIONS):
+            waited += wait
+            ordinal = part.index - work.base
+            if ordinal >= SPLIT_STRIDE:
+                raise CorpusError(f"{work.split.url}: a split gives more than {SPLIT_STRIDE:,} partitions; "
+                                  "use a larger partition budget or a smaller split size")
+            _placements(part, placed)
+            prior = work.prior.get(part.index)
+            if store.entry_is_current(prior, part.digest):
+                writer.put(ordinal, prior)
+                continue
+            vectors, reencoded, (f, t, p) = encode_partition(part, encode)
+            forward, tokens, padded = forward + f, tokens + t, padded + p
             encoded.append(part.index)
-        entry = replace(entry, split=work.split.key, ordinal=ordinal, tombstones=[])
-        _announce(work.topic, entry, fresh)
-        entries.append(entry)
+            writer.put(ordinal, None, part, vectors, reencoded)
+        entries = writer.close()
+    except EnvironmentFault as e:  # a full disk, a read-only store: what was written is kept
+        with contextlib.suppress(BaseException):
+            writer.close()
+        e.written = [x.to_json() for x in writer.entries]
+        raise
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            writer.close()
+        raise
     entries = [replace(e, split_parts=len(entries)) for e in entries]
     run = id_run(reader.first_line, placed)
     atomic_write_bytes(store.split_ids_path(work.split.key), _npy_bytes(run))
     rejects = sorted([r.to_json() for r in stream.rejects] + reader.duplicates, key=lambda r: r["line"])
     return SplitOutcome(entries, encoded, stream.documents, stream.repaired, stream.truncated_documents,
                         stream.truncated_tokens, reader.lines, rejects, forward, tokens, padded, waited,
-                        time.perf_counter() - t0)
+                        writer.waited, time.perf_counter() - t0)
 
 
 def _npy_bytes(run: np.ndarray) -> bytes:
@@ -302,7 +378,8 @@ def _npy_bytes(run: np.ndarray) -> bytes:
 
 
 def embed_split_task(work: SplitWork, out: str, encode: EncodeConfig) -> SplitOutcome | EnvironmentFault:
-    """:func:`embed_split` as a Dask task; a full disk or a read-only store comes back as its value."""
+    """:func:`embed_split` as a Dask task; a full disk or a read-only store comes back as its value,
+    with the entries of the partitions written before it (``written``)."""
     try:
         return embed_split(work, out, encode)
     except EnvironmentFault as e:
