@@ -10,7 +10,8 @@ re-run skips every split whose partitions are all in place, without reading its 
 
 After the last split, one pass over the splits' sorted runs of id hashes finds a document id held
 by two splits: the first in corpus order wins, the others are rejected and their rows tombstoned
-(readers skip them; ``embedlab compact`` rewrites the files without them).
+(readers skip them; ``embedlab compact`` rewrites the files without them). The runs are merged
+block by block, so the pass's memory does not grow with the corpus.
 
 A job with ``limit`` (the first N good documents, in order) runs on the driver's stream instead
 (:func:`embedlab.pipeline.embed`).
@@ -25,6 +26,7 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -43,6 +45,8 @@ from embedlab.pipeline import embed as embed_on_driver
 from embedlab.split_task import SPLIT_STRIDE, SplitOutcome, SplitWork, embed_split_task
 from embedlab.splits import Split, SplitError, plan_splits
 from embedlab.store import Manifest, PartitionEntry, Store, read_json
+
+MERGE_BLOCK = 1 << 16  # rows of each split's id run held at a time by the duplicate pass
 
 
 def embed(cfg: EmbedConfig) -> EmbedResult:
@@ -287,49 +291,78 @@ def split_rejects(job: SplitJob, works: list[SplitWork]) -> list[Reject]:
     return out
 
 
+def merged_runs(runs: list[np.ndarray], block: int = MERGE_BLOCK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The sorted runs merged in rounds: (rows, their run numbers), sorted by hash, then run, line.
+
+    Each round takes every row up to the smallest of the runs' next-block last hashes, so a group
+    of equal hashes is never cut between rounds; memory is about ``len(runs) x block`` rows.
+    """
+    pos = [0] * len(runs)
+    while True:
+        live = [k for k, r in enumerate(runs) if pos[k] < len(r)]
+        if not live:
+            return
+        cutoff = min(int(runs[k]["h1"][min(pos[k] + block, len(runs[k])) - 1]) for k in live)
+        rows, owners = [], []
+        for k in live:
+            end = int(np.searchsorted(runs[k]["h1"], np.uint64(cutoff), side="right"))
+            if end > pos[k]:
+                rows.append(np.asarray(runs[k][pos[k]:end]))
+                owners.append(np.full(end - pos[k], k, dtype=np.int64))
+                pos[k] = end
+        run, owner = np.concatenate(rows), np.concatenate(owners)
+        order = np.lexsort((run["line"], owner, run["h2"], run["h1"]))
+        yield run[order], owner[order]
+
+
 def duplicate_rejects(store: Store, manifest: Manifest, works: list[SplitWork], rejects: list[Reject]) -> int:
     """Find ids held by two splits; keep the first, reject and tombstone the others.
 
-    Each split's run is sorted by id hash; the runs are joined and sorted once (16 bytes of hash
-    and 32 of place per document; see the README on memory), and equal neighbours are duplicates.
+    Each split's run is sorted by id hash; the runs are read memory-mapped and merged block by
+    block (:func:`merged_runs`), and equal neighbours are duplicates.
 
     Returns:
         How many chunked documents lost their place (they no longer count as documents).
     """
-    runs = []
-    for n, w in enumerate(works):
-        run = np.load(store.split_ids_path(w.split.key), allow_pickle=False)
-        runs.append((run, np.full(len(run), n, dtype=np.int64)))
-    if len(runs) < 2:
+    if len(works) < 2:
         return 0
-    run = np.concatenate([r for r, _ in runs])
-    split_no = np.concatenate([s for _, s in runs])
-    order = np.lexsort((run["line"], split_no, run["h2"], run["h1"]))
-    run, split_no = run[order], split_no[order]
-    same = (run["h1"][1:] == run["h1"][:-1]) & (run["h2"][1:] == run["h2"][:-1])
-    if not same.any():
-        return 0
-    offsets = line_offsets(works, {w.split.key: read_json(store.split_record_path(w.split.key)) for w in works})
+    runs = [np.load(store.split_ids_path(w.split.key), mmap_mode="r", allow_pickle=False) for w in works]
+    offsets: list[int] | None = None
     losers = 0
-    first = 0
-    for i in range(1, len(run)):
-        if not same[i - 1]:
-            first = i
+    found = False
+    for run, split_no in merged_runs(runs):
+        same = (run["h1"][1:] == run["h1"][:-1]) & (run["h2"][1:] == run["h2"][:-1])
+        if not same.any():
             continue
-        win, lose = works[split_no[first]], works[split_no[i]]
-        doc_id, chunk_ids = _rows_of(store, manifest, run[i]) if run[i]["index"] >= 0 else (None, [])
-        if doc_id is None and run[first]["index"] >= 0:
-            doc_id = _rows_of(store, manifest, run[first])[0]
-        where = f"{win.split.url}:{int(run[first]['line']) + offsets[split_no[first]]}"
-        rejects.append(Reject(lose.split.url, int(run[i]["line"]) + offsets[split_no[i]], doc_id,
-                              f"duplicate document id {short(doc_id)} (first seen at {where})"))
-        if chunk_ids:
-            entry = manifest.partitions[int(run[i]["index"])]
-            entry.tombstones = sorted(set(entry.tombstones) | set(chunk_ids))
-            losers += 1
-    order = sorted(range(len(rejects)), key=lambda k: (rejects[k].source, rejects[k].line))
-    rejects[:] = [rejects[k] for k in order]
+        if offsets is None:
+            offsets = line_offsets(works, {w.split.key: read_json(store.split_record_path(w.split.key))
+                                           for w in works})
+        found = True
+        first = 0
+        for i in range(1, len(run)):
+            if not same[i - 1]:
+                first = i
+                continue
+            losers += _reject_duplicate(store, manifest, works, offsets, rejects, run[first], split_no[first],
+                                        run[i], split_no[i])
+    if found:
+        rejects.sort(key=lambda r: (r.source, r.line))
     return losers
+
+
+def _reject_duplicate(store: Store, manifest: Manifest, works: list[SplitWork], offsets: list[int],
+                      rejects: list[Reject], win: np.void, win_split: int, lose: np.void, lose_split: int) -> int:
+    doc_id, chunk_ids = _rows_of(store, manifest, lose) if lose["index"] >= 0 else (None, [])
+    if doc_id is None and win["index"] >= 0:
+        doc_id = _rows_of(store, manifest, win)[0]
+    where = f"{works[win_split].split.url}:{int(win['line']) + offsets[win_split]}"
+    rejects.append(Reject(works[lose_split].split.url, int(lose["line"]) + offsets[lose_split], doc_id,
+                          f"duplicate document id {short(doc_id)} (first seen at {where})"))
+    if not chunk_ids:
+        return 0
+    entry = manifest.partitions[int(lose["index"])]
+    entry.tombstones = sorted(set(entry.tombstones) | set(chunk_ids))
+    return 1
 
 
 def _rows_of(store: Store, manifest: Manifest, spot: np.void) -> tuple[str, list[str]]:

@@ -151,3 +151,21 @@ def test_parquet_row_groups_and_txt_files_are_splits(tmp_path, scifact_docs):
     vec = np.stack(pq.read_table(tmp_path / "o1", columns=["vector"]).column("vector").to_numpy(
         zero_copy_only=False))
     assert np.allclose(np.linalg.norm(vec, axis=1), 1, atol=1e-5)
+
+
+def test_merged_runs_find_every_duplicate_across_blocks():
+    from embedlab.split_embed import merged_runs
+    from embedlab.split_task import ID_RUN_DTYPE
+
+    rng = np.random.default_rng(3)
+    runs = []
+    for k in range(5):
+        run = np.zeros(int(rng.integers(0, 300)), dtype=ID_RUN_DTYPE)
+        run["h1"] = rng.integers(0, 50, size=len(run)).astype(np.uint64)  # many equal h1 across runs
+        run["h2"] = rng.integers(0, 3, size=len(run)).astype(np.uint64)
+        run["line"] = rng.permutation(len(run))
+        runs.append(np.sort(run, order=["h1", "h2", "line"]))
+    got = [(int(r["h1"]), int(r["h2"]), int(o), int(r["line"])) for rows, owners in merged_runs(runs, block=7)
+           for r, o in zip(rows, owners)]
+    want = sorted((int(r["h1"]), int(r["h2"]), k, int(r["line"])) for k, run in enumerate(runs) for r in run)
+    assert got == want
