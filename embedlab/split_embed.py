@@ -39,6 +39,7 @@ from embedlab.embed_result import EmbedResult
 from embedlab.encoder import resolve_dtype
 from embedlab.files import EnvironmentFault, atomic_write_json, probe_writable
 from embedlab.jobs import run_on_cluster
+from embedlab.lines import NotCompressedError, iter_lines
 from embedlab.pipeline import (EmptyCorpusError, discard_new_store, encode_config_for, load_encoder, make_chunker,
                                store_identity, write_rejects)
 from embedlab.pipeline import embed as embed_on_driver
@@ -101,6 +102,9 @@ def plan(cfg: EmbedConfig, chunk_tokens: int) -> tuple[list[SplitWork], CorpusFo
         splits = plan_splits(str(path), split_bytes=reader.split_bytes, settings=settings)
     except SplitError as e:
         raise CorpusError(str(e)) from None
+    for s in splits:
+        if s.kind == "jsonl.gz":
+            gzip_head(Path(s.url))
     if fmt is CorpusFormat.TXT and path.is_file():
         splits = [replace(s, url=str(path.parent)) for s in splits]
     works = [SplitWork(split=s, number=i, fmt=fmt, corpus=reader, tokenizer=info.path,
@@ -108,6 +112,21 @@ def plan(cfg: EmbedConfig, chunk_tokens: int) -> tuple[list[SplitWork], CorpusFo
                        overlap=cfg.chunk.overlap, truncate=cfg.chunk.truncate,
                        partition_tokens=cfg.partition_tokens) for i, s in enumerate(splits)]
     return works, fmt, path
+
+
+def gzip_head(path: Path) -> None:
+    """Fail before any cluster starts on a ``.gz`` file with no readable line (its first block only).
+
+    Raises:
+        CorpusError: the file holds no gzip data, or its data ends before the first line.
+    """
+    lines = iter_lines(path)
+    try:
+        next(lines, None)
+    except NotCompressedError as e:
+        raise CorpusError(str(e)) from None
+    finally:
+        lines.close()
 
 
 class SplitJob:
