@@ -7,6 +7,8 @@ Layout of a store folder ``OUT``::
     OUT/_faiss/part-00000.faiss   IndexIDMap2(IndexFlatIP) with ids = index.faiss_ids(chunk_id)
     OUT/_embedlab.json            what made the store: model, checksum, dtype, chunking
     OUT/_manifest.json            per partition: rows, tokens, content digest, file sha256s
+    OUT/_splits/KEY.json          per corpus split: partitions, documents, lines, rejects; and
+    OUT/_splits/KEY.ids.npy       its documents' id hashes, sorted (the duplicate-id pass)
     OUT/_rejects.jsonl            every bad input record, with file, line and reason
     OUT/_summary.json             counts and timings of the last embed (_update_summary.json,
                                   _stream_summary.json: of the last update and stream)
