@@ -39,6 +39,7 @@ from embedlab.chunking import Chunker
 from embedlab.config import CorpusConfig, CorpusFormat, EncodeConfig
 from embedlab.corpus import (UTF8_BOM, CorpusError, Document, Record, Reject, read_jsonl, read_jsonl_line,
                              read_parquet, read_txt_files, short)
+from embedlab.backends import worker_encoder
 from embedlab.encoder import fast_tokenizer
 from embedlab.files import EnvironmentFault, atomic_write_bytes
 from embedlab.partition import Partition
@@ -205,7 +206,17 @@ def _placements(part: Partition, placed: dict[str, tuple[int, int, int]]) -> Non
 
 
 def _prefetch(parts: Iterator[Partition], depth: int) -> Iterator[tuple[Partition | None, float]]:
-    """``parts`` made on a background thread, at most ``depth`` ahead: (partition, seconds waited)."""
+    """``parts`` made on a background thread, at most ``depth`` ahead: (partition, seconds waited).
+
+    ``depth`` 0 makes them here, between forward passes; the seconds are then those spent making.
+    """
+    if depth == 0:
+        while True:
+            t0 = time.perf_counter()
+            part = next(parts, None)
+            if part is None:
+                return
+            yield part, time.perf_counter() - t0
     q: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
     stop = threading.Event()
@@ -274,15 +285,22 @@ class WriteBehind:
         self.worker = current_worker() if topic else None
         self.entries: list[PartitionEntry] = []
         self.waited = 0.0
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="embedlab-writer", daemon=True)
-        self._thread.start()
+        self._inline = depth == 0  # write here, in order; the time is the encoder's wait
+        if not self._inline:
+            self._thread.start()
 
     def put(self, ordinal: int, entry: PartitionEntry | None, part: Partition | None = None,
             vectors: np.ndarray | None = None, reencoded: list[str] | None = None) -> None:
         """Queue a partition to write (``entry`` None), or a reused one's entry, in order."""
         t0 = time.perf_counter()
+        if self._inline:
+            self._write((ordinal, entry, part, vectors, reencoded))
+            self.waited += time.perf_counter() - t0
+            self._raise()
+            return
         while self._error is None:
             try:
                 self._q.put((ordinal, entry, part, vectors, reencoded), timeout=0.1)
@@ -293,6 +311,9 @@ class WriteBehind:
         self._raise()
 
     def close(self) -> list[PartitionEntry]:
+        if self._inline:
+            self._raise()
+            return self.entries
         t0 = time.perf_counter()
         if self._error is None:
             self._q.put(None)
@@ -305,17 +326,20 @@ class WriteBehind:
         if self._error is not None:
             raise self._error
 
+    def _write(self, item: tuple) -> None:
+        ordinal, entry, part, vectors, reencoded = item
+        fresh = entry is None
+        if fresh:
+            entry = write_partition(part, self.out, vectors, reencoded)
+        entry = replace(entry, split=self.split, ordinal=ordinal, tombstones=[])
+        if self.worker is not None:
+            self.worker.log_event(self.topic, {"entry": entry.to_json(), "encoded": fresh})
+        self.entries.append(entry)
+
     def _run(self) -> None:
         try:
             while (item := self._q.get()) is not None:
-                ordinal, entry, part, vectors, reencoded = item
-                fresh = entry is None
-                if fresh:
-                    entry = write_partition(part, self.out, vectors, reencoded)
-                entry = replace(entry, split=self.split, ordinal=ordinal, tombstones=[])
-                if self.worker is not None:
-                    self.worker.log_event(self.topic, {"entry": entry.to_json(), "encoded": fresh})
-                self.entries.append(entry)
+                self._write(item)
         except BaseException as e:  # noqa: BLE001 - raised again on the encoder's thread
             self._error = e
 
@@ -329,13 +353,17 @@ def embed_split(work: SplitWork, out: str, encode: EncodeConfig) -> SplitOutcome
     t0 = time.perf_counter()
     reader, stream, parts = cut_split(work)
     store = Store(out)
-    writer = WriteBehind(out, work.split.key, work.topic, WRITE_BEHIND)
+    # A CPU encoder's threads fill the cores: reading, tokenizing and writing on other threads
+    # would only contend with them (OpenMP threads spin while the GIL and the cores are taken),
+    # so they run between forward passes. A device (CUDA, simulated) leaves the cores free.
+    overlap = worker_encoder(encode).device != "cpu"
+    writer = WriteBehind(out, work.split.key, work.topic, WRITE_BEHIND if overlap else 0)
     encoded: list[int] = []
     placed: dict[str, tuple[int, int, int]] = {}
     waited = forward = 0.0
     tokens = padded = 0
     try:
-        for part, wait in _prefetch(parts, PREFETCH_PARTITIONS):
+        for part, wait in _prefetch(parts, PREFETCH_PARTITIONS if overlap else 0):
             waited += wait
             ordinal = part.index - work.base
             if ordinal >= SPLIT_STRIDE:
