@@ -74,7 +74,8 @@ def embed(corpus: str | Path, out: str | Path, **options: Any) -> EmbedResult:
         **options: any config field, with that config's default when left out, e.g. ``limit``,
             ``format``, ``id_field``, ``text_field``, ``title_field``, ``chunk_tokens``, ``overlap``,
             ``truncate``, ``model``, ``dtype``, ``batch_size``, ``max_batch_tokens``, ``device``,
-            ``compile``, ``workers``, ``threads``, ``scheduler``, ``partition_tokens``, ``progress``.
+            ``compile``, ``workers``, ``threads``, ``scheduler``, ``split_bytes``, ``partition_tokens``,
+            ``progress``.
 
     Returns:
         What the run did; ``result.summary()`` names the corpus and format read.
@@ -84,7 +85,7 @@ def embed(corpus: str | Path, out: str | Path, **options: Any) -> EmbedResult:
         >>> r.chunks, r.ok
         (163, True)
     """
-    from embedlab.pipeline import embed as run
+    from embedlab.split_embed import embed as run
 
     return run(embed_config(corpus, out, **options))
 

@@ -119,10 +119,10 @@ class Chunker:
         if ids.size == 0:
             return []
         offsets = enc.offsets
-        starts_word = _word_starts(enc.word_ids)
         prefix, suffix = np.asarray(self.prefix, np.int32), np.asarray(self.suffix, np.int32)
         out = []
-        for index, (s, e) in enumerate(self._windows(len(ids), starts_word)):
+        bounds = window_bounds(len(ids), word_starts(enc.word_ids), self.window, self.overlap, self.truncate)
+        for index, (s, e) in enumerate(bounds):
             cs, ce = offsets[s][0], offsets[e - 1][1]
             out.append(Chunk(
                 chunk_id=make_chunk_id(doc.doc_id, index),
@@ -136,34 +136,44 @@ class Chunker:
             ))
         return out
 
-    def _windows(self, n: int, starts_word: np.ndarray) -> list[tuple[int, int]]:
-        w = self.window
-        if self.truncate or n <= w:
-            return [(0, min(n, w))]
-        out = []
-        start = 0
-        while True:
-            if n - start <= w:
-                out.append((start, n))
-                return out
-            end = start + w
-            e = end
-            while e > start + w // 2 and not starts_word[e]:
-                e -= 1
-            if starts_word[e]:
-                end = e
-            out.append((start, end))
-            nxt = end - self.overlap
-            s = nxt
-            while s < end and not starts_word[s]:
-                s += 1
-            start = s if s < end else nxt
 
+def word_starts(word_ids: Sequence[int | None]) -> np.ndarray:
+    """Positions of the tokens that begin a word, then ``n``: one numpy pass, no loop per token.
 
-def _word_starts(word_ids: Sequence[int | None]) -> np.ndarray:
-    """``starts[i]`` is True where token i begins a new word (and at the end, i == n)."""
+    A token begins a word where its word id differs from the previous token's; a token with no
+    word (None, e.g. a special token) always does, and so does token 0.
+    """
     n = len(word_ids)
+    w = np.array(word_ids, dtype=np.float64)  # None -> nan, and nan != nan
     starts = np.ones(n + 1, dtype=bool)
-    for i in range(1, n):
-        starts[i] = word_ids[i] is None or word_ids[i] != word_ids[i - 1]
-    return starts
+    starts[1:n] = w[1:] != w[:-1]
+    return np.flatnonzero(starts)
+
+
+def window_bounds(n: int, starts: np.ndarray, window: int, overlap: int,
+                  truncate: bool = False) -> list[tuple[int, int]]:
+    """Token windows ``(start, end)`` of a document of ``n`` tokens; one step per window.
+
+    A window ends at the last word start in its second half when there is one (else at the
+    window's full length), and the next begins ``overlap`` tokens before that end, moved
+    forward to the first word start before the end when there is one.
+
+    Args:
+        starts: sorted positions of word starts, ending with ``n`` (:func:`word_starts`).
+    """
+    if truncate or n <= window:
+        return [(0, min(n, window))]
+    out = []
+    start = 0
+    half = window // 2
+    while n - start > window:
+        end = start + window
+        e = int(starts[np.searchsorted(starts, end, side="right") - 1])  # last word start <= end
+        if e >= start + half:
+            end = e
+        out.append((start, end))
+        nxt = end - overlap
+        s = int(starts[np.searchsorted(starts, nxt, side="left")])  # first word start >= nxt
+        start = s if s < end else nxt
+    out.append((start, n))
+    return out

@@ -65,7 +65,9 @@ class CorpusConfig:
     text_field: str = "text"  # generic JSONL / Parquet: the column holding the text
     title_field: str | None = "title"  # joined before the text when present (BEIR convention)
     limit: int | None = None  # stop after this many good documents
-    block_docs: int = 1024  # documents read and tokenized per block; bounds driver memory
+    block_docs: int = 1024  # documents read and tokenized per block; bounds a reader's memory
+    split_bytes: int = 16 << 20  # corpus bytes per split, the unit a worker reads on its own
+    # (a JSONL byte range, Parquet row groups, .txt files; a .gz file is always one split)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -74,6 +76,8 @@ class CorpusConfig:
             raise ValueError(f"limit must be >= 1; got {self.limit}")
         if self.block_docs < 1:
             raise ValueError(f"block_docs must be >= 1; got {self.block_docs}")
+        if self.split_bytes < 1:
+            raise ValueError(f"split_bytes must be >= 1; got {self.split_bytes}")
 
 
 @dataclass(frozen=True, kw_only=True)

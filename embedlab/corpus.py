@@ -83,22 +83,27 @@ def join_title(title: Any, text: str) -> str:
     return text.strip()
 
 
+def reader_config(cfg: CorpusConfig) -> tuple[CorpusFormat, Path, CorpusConfig]:
+    """The format, the file or folder to read, and ``cfg`` with BEIR's field names filled in."""
+    fmt, path = resolve_format(cfg)
+    if fmt is CorpusFormat.BEIR:
+        cfg = CorpusConfig(path=path, format=fmt, id_field="_id", text_field="text", title_field="title",
+                           limit=cfg.limit, block_docs=cfg.block_docs, split_bytes=cfg.split_bytes)
+    return fmt, path, cfg
+
+
 def read_corpus(cfg: CorpusConfig) -> Iterator[Record]:
     """Yield every record of the corpus in file order, good and bad.
 
     Duplicate ids are rejected (the first one wins) and ``cfg.limit`` counts good documents.
     """
-    fmt, path = resolve_format(cfg)
-    if fmt is CorpusFormat.BEIR:
-        cfg = CorpusConfig(path=path, format=fmt, id_field="_id", text_field="text",
-                           title_field="title", limit=cfg.limit, block_docs=cfg.block_docs)
-        records = _read_jsonl(path, cfg)
-    elif fmt is CorpusFormat.JSONL:
-        records = _read_jsonl(path, cfg)
+    fmt, path, cfg = reader_config(cfg)
+    if fmt in (CorpusFormat.BEIR, CorpusFormat.JSONL):
+        records = read_jsonl(path, cfg)
     elif fmt is CorpusFormat.PARQUET:
-        records = _read_parquet(path, cfg)
+        records = read_parquet(path, cfg)
     else:
-        records = _read_txt(path)
+        records = read_txt_files(txt_files(path), path if path.is_dir() else path.parent)
     seen: dict[str, str] = {}
     good = 0
     for rec in records:
@@ -263,7 +268,7 @@ def _parse_int(digits: str) -> int | str:
         return digits
 
 
-def _read_jsonl(path: Path, cfg: CorpusConfig) -> Iterator[Record]:
+def read_jsonl(path: Path, cfg: CorpusConfig) -> Iterator[Record]:
     source = str(path)
     try:
         for item in iter_lines(path):
@@ -277,9 +282,38 @@ def _read_jsonl(path: Path, cfg: CorpusConfig) -> Iterator[Record]:
         raise CorpusError(str(e)) from None
 
 
-def _read_parquet(path: Path, cfg: CorpusConfig) -> Iterator[Record]:
+def parquet_columns(path: Path, cfg: CorpusConfig) -> list[str]:
+    """The columns a Parquet corpus file is read with (its footer only).
+
+    Raises:
+        CorpusError: the file is no readable Parquet file, or lacks the id or text column.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        names = set(pq.read_schema(path).names)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # pyarrow raises ArrowInvalid / OSError for a broken file
+        raise CorpusError(f"{path}: not a readable Parquet file: {e}") from e
+    for name in (cfg.id_field, cfg.text_field):
+        if name not in names:
+            raise CorpusError(f"{path}: no column {name!r}; columns are {sorted(names)}")
+    columns = [cfg.id_field, cfg.text_field]
+    if cfg.title_field and cfg.title_field in names and cfg.title_field not in columns:
+        columns.append(cfg.title_field)
+    return columns
+
+
+def read_parquet(path: Path, cfg: CorpusConfig, groups: range | None = None,
+                 first_row: int = 0) -> Iterator[Record]:
     """Rows in order; a row that cannot be converted, or a row group that cannot be read, is
-    rejected (the row group as one reject naming its rows) and reading goes on."""
+    rejected (the row group as one reject naming its rows) and reading goes on.
+
+    Args:
+        groups: the row groups to read (a split's); None: all.
+        first_row: the file row (0-based) at which ``groups`` begins, so rows keep their numbers.
+    """
     import pyarrow.parquet as pq
 
     source = str(path)
@@ -290,16 +324,10 @@ def _read_parquet(path: Path, cfg: CorpusConfig) -> Iterator[Record]:
     except Exception as e:  # pyarrow raises ArrowInvalid / OSError for a broken file
         raise CorpusError(f"{source}: not a readable Parquet file: {e}") from e
     with pf:
-        names = set(pf.schema_arrow.names)
-        for name in (cfg.id_field, cfg.text_field):
-            if name not in names:
-                raise CorpusError(f"{source}: no column {name!r}; columns are {sorted(names)}")
-        columns = [cfg.id_field, cfg.text_field]
-        if cfg.title_field and cfg.title_field in names and cfg.title_field not in columns:
-            columns.append(cfg.title_field)
-        row = 0
-        groups = pf.num_row_groups
-        for g in range(groups):
+        columns = parquet_columns(path, cfg)
+        row = first_row
+        n_groups = pf.num_row_groups
+        for g in groups if groups is not None else range(n_groups):
             end = row + pf.metadata.row_group(g).num_rows
             try:
                 for batch in pf.iter_batches(batch_size=cfg.block_docs, row_groups=[g], columns=columns):
@@ -313,7 +341,7 @@ def _read_parquet(path: Path, cfg: CorpusConfig) -> Iterator[Record]:
                 why = "are missing: the row group holds fewer rows than the file's footer says"
             if row < end:
                 yield Reject(source, row + 1, None,
-                             f"rows {row + 1}-{end} (row group {g + 1} of {groups}) {why}")
+                             f"rows {row + 1}-{end} (row group {g + 1} of {n_groups}) {why}")
             row = max(row, end)
     check_unchanged(path, before)
 
@@ -332,9 +360,13 @@ def _batch_rows(batch: Any) -> list[dict[str, Any] | Exception]:
         return out
 
 
-def _read_txt(path: Path) -> Iterator[Record]:
-    root = path if path.is_dir() else path.parent
-    files = sorted(path.rglob("*.txt")) if path.is_dir() else [path]
+def txt_files(path: Path) -> list[Path]:
+    """The .txt files of a corpus folder in reading order (or the one file ``path``)."""
+    return sorted(path.rglob("*.txt")) if path.is_dir() else [path]
+
+
+def read_txt_files(files: list[Path], root: Path) -> Iterator[Record]:
+    """One document per file; its id is its path relative to ``root``."""
     for f in files:
         source = str(f)
         doc_id = f.relative_to(root).as_posix()

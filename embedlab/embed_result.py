@@ -35,6 +35,9 @@ class EmbedResult:
     encode_wall_seconds: float = 0.0  # first partition sent to last one landed
     forward_seconds: float = 0.0  # summed over workers
     padding_waste: float = 0.0  # fraction of the tokens fed to the model that were padding
+    splits: int = 0  # corpus splits planned (0: the driver read the corpus itself, as with limit)
+    input_wait_seconds: float = 0.0  # summed over workers: the encoder waited for read + tokenize
+    writer_wait_seconds: float = 0.0  # summed over workers: the encoder waited for the writer
     cluster: dict[str, Any] = field(default_factory=dict)
     encoder: dict[str, Any] = field(default_factory=dict)  # as the first worker reported it
 
@@ -95,6 +98,9 @@ class EmbedResult:
             f"throughput  {self.chunks_per_second:,.1f} chunks/s, {self.tokens_per_second:,.0f} tokens/s",
             f"encoder     busy {self.encoder_busy:.0%} of the encode phase "
             f"({self.encode_wall_seconds:.1f} s), padding {self.padding_waste:.1%} of tokens",
+            *([f"input       {self.splits:,} splits read on the workers; the encoder waited "
+               f"{self.input_wait_seconds:.1f} s for input, {self.writer_wait_seconds:.1f} s for the writer"]
+              if self.splits else []),
             f"batches     length-sorted, <= {self.encoder.get('batch_size')} chunks"
             + (f" and <= {self.encoder['max_batch_tokens']:,} padded tokens"
                if self.encoder.get("max_batch_tokens") else ""),

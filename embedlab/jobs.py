@@ -63,6 +63,8 @@ class Job(Protocol[U, R]):
 
     # Optional: ``flush()``, called when no other result is ready, commits what landed since the
     # last commit as one record (group commit); a job without it commits in ``land``.
+    # Optional: ``poll()``, called while the runner waits for a unit, commits what a running unit
+    # has already finished (a split's partitions, reported by its task as they are written).
 
 
 @dataclass
@@ -184,6 +186,15 @@ def run_on_cluster(client, job: Job[U, R], units: Iterable[U], task: Callable[..
         bar.update(job.size(unit))
         bar.set_postfix(units=f"{stats.landed + stats.skipped}")
 
+    poll = getattr(job, "poll", None)
+
+    def next_done():
+        while poll is not None and not pending.has_ready():
+            poll()
+            stop.check()
+            time.sleep(0.05)
+        return next(pending)
+
     ok = False
     with StopOnSigint() as stop:
         try:
@@ -198,10 +209,10 @@ def run_on_cluster(client, job: Job[U, R], units: Iterable[U], task: Callable[..
                     stats.first_submit = time.perf_counter()
                 submit(unit)
                 while len(in_flight) >= max_in_flight:
-                    land(next(pending))
+                    land(next_done())
                     stop.check()
             while in_flight:
-                land(next(pending))
+                land(next_done())
                 stop.check()
             ok = True
         finally:

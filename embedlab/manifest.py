@@ -45,10 +45,14 @@ class PartitionEntry:
     reencoded_fp32: list[str] = field(default_factory=list)  # chunks whose vectors were non-finite
     tombstones: list[str] = field(default_factory=list)  # sorted chunk ids of rows no longer live
     generation: int = 0  # times compaction rewrote the partition; part of its file names
+    split: str = ""  # key of the corpus split it was cut from ("": cut by the driver's stream)
+    ordinal: int = 0  # its place among that split's partitions
+    split_parts: int = 0  # partitions the split gave (0: not known yet)
 
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)
-        for key in ("tombstones", "generation"):  # absent when unused: older manifests read the same
+        for key in ("tombstones", "generation", "split", "ordinal", "split_parts"):  # absent when
+            # unused: older manifests read the same
             if not d[key]:
                 del d[key]
         return d

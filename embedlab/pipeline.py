@@ -30,7 +30,8 @@ from embedlab.cluster import ClusterInfo, connect
 from embedlab.config import Dtype, EmbedConfig, EncodeConfig, to_jsonable
 from embedlab.corpus import CorpusError, Document, Record, Reject, read_corpus, resolve_format
 from embedlab.embed_result import EmbedResult
-from embedlab.encoder import cached_encoder, describe_model, fast_tokenizer, resolve_dtype
+from embedlab.backends import describe, worker_encoder
+from embedlab.encoder import fast_tokenizer, resolve_dtype
 from embedlab.files import EnvironmentFault, probe_writable
 from embedlab.index import ID_SCHEME
 from embedlab.jobs import run_on_cluster
@@ -60,7 +61,7 @@ def content_sha256(text: str) -> str:
 
 
 def store_identity(cfg: EmbedConfig, chunk_tokens: int) -> dict[str, Any]:
-    info = describe_model(cfg.encode.model, cfg.encode.revision)
+    info = describe(cfg.encode.model, cfg.encode.revision)
     return {
         "format_version": FORMAT_VERSION,
         "model": info.name,
@@ -86,7 +87,7 @@ def store_identity(cfg: EmbedConfig, chunk_tokens: int) -> dict[str, Any]:
 def load_encoder(encode: EncodeConfig) -> dict[str, Any]:
     """Load (and cache) the worker's encoder before any partition arrives; say how it runs."""
     t0 = time.perf_counter()
-    enc = cached_encoder(encode)
+    enc = worker_encoder(encode)
     note = enc.dtype_note and f"worker {platform.node()}: {enc.dtype_note}"
     return {"load_seconds": time.perf_counter() - t0, "device": enc.device, "dtype": enc.dtype.value,
             "dtype_notes": [note] if note else [],
@@ -106,10 +107,10 @@ class PartitionOutcome:
     padded_tokens: int
 
 
-def embed_partition(part: Partition, out: str, encode: EncodeConfig) -> PartitionOutcome:
-    """Encode one partition and write its files. Runs on a Dask worker; pure given its inputs."""
-    t0 = time.perf_counter()
-    encoder = cached_encoder(encode)
+def encode_partition(part: Partition, encode: EncodeConfig) -> tuple[np.ndarray, list[str], tuple[float, int, int]]:
+    """A partition's vectors, the chunks re-encoded in fp32 (non-finite at ``encode.dtype``), and
+    the forward seconds, real and padded tokens it took. Runs on a Dask worker."""
+    encoder = worker_encoder(encode)
     before = dataclasses.replace(encoder.stats)
     vectors = encoder.encode_ids(part.input_ids())
     stats = encoder.stats
@@ -120,33 +121,38 @@ def embed_partition(part: Partition, out: str, encode: EncodeConfig) -> Partitio
             raise NonFiniteVectorError(
                 f"partition {part.index}: non-finite vector in fp32 for chunk(s) "
                 f"{[part.chunk_ids[i] for i in bad[:10]]}")
-        fp32 = cached_encoder(replace(encode, dtype=Dtype.FP32))
+        fp32 = worker_encoder(replace(encode, dtype=Dtype.FP32))
         ids = part.input_ids()
         vectors[bad] = fp32.encode_ids([ids[i] for i in bad])
         reencoded = [part.chunk_ids[i] for i in bad]
+    return vectors, reencoded, (stats.forward_seconds - before.forward_seconds, stats.tokens - before.tokens,
+                                stats.padded_tokens - before.padded_tokens)
+
+
+def write_partition(part: Partition, out: str, vectors: np.ndarray, reencoded: list[str]) -> PartitionEntry:
+    """Write a partition's Parquet file and FAISS shard into the store ``out``; its manifest entry."""
     store = Store(out)
-    columns = {
-        "chunk_id": part.chunk_ids,
-        "doc_id": part.doc_ids,
-        "chunk_index": part.chunk_index,
-        "char_start": part.char_start,
-        "char_end": part.char_end,
-        "n_tokens": part.n_tokens_per_chunk(),
-        "text": part.texts,
-    }
+    columns = {"chunk_id": part.chunk_ids, "doc_id": part.doc_ids, "chunk_index": part.chunk_index,
+               "char_start": part.char_start, "char_end": part.char_end,
+               "n_tokens": part.n_tokens_per_chunk(), "text": part.texts}
     if part.doc_sha256:
         columns["doc_sha256"] = part.doc_sha256
     pq_sha, fs_sha = store.write_partition(part.index, columns, vectors)
-    entry = PartitionEntry(
+    return PartitionEntry(
         index=part.index, rows=part.n_chunks, tokens=part.n_tokens, docs=part.n_docs,
         digest=part.digest,
         parquet=store.parquet_path(part.index).relative_to(store.root).as_posix(),
         faiss=store.faiss_path(part.index).relative_to(store.root).as_posix(),
         parquet_sha256=pq_sha, faiss_sha256=fs_sha, reencoded_fp32=reencoded,
     )
-    return PartitionOutcome(entry, time.perf_counter() - t0,
-                            stats.forward_seconds - before.forward_seconds,
-                            stats.tokens - before.tokens, stats.padded_tokens - before.padded_tokens)
+
+
+def embed_partition(part: Partition, out: str, encode: EncodeConfig) -> PartitionOutcome:
+    """Encode one partition and write its files. Runs on a Dask worker; pure given its inputs."""
+    t0 = time.perf_counter()
+    vectors, reencoded, (forward, tokens, padded) = encode_partition(part, encode)
+    entry = write_partition(part, out, vectors, reencoded)
+    return PartitionOutcome(entry, time.perf_counter() - t0, forward, tokens, padded)
 
 
 def embed_partition_task(part: Partition, out: str, encode: EncodeConfig,
@@ -223,7 +229,7 @@ def make_chunker(cfg: EmbedConfig) -> Chunker:
     Raises:
         ValueError: ``cfg.chunk.chunk_tokens`` exceeds the model's max sequence length.
     """
-    info = describe_model(cfg.encode.model, cfg.encode.revision)
+    info = describe(cfg.encode.model, cfg.encode.revision)
     chunk_tokens = cfg.chunk.chunk_tokens or info.max_seq_length
     if chunk_tokens > info.max_seq_length:
         raise ValueError(f"chunk_tokens={chunk_tokens} exceeds the model's max sequence length "
@@ -326,7 +332,7 @@ def encode_partitions(cfg: EmbedConfig, store: Store, manifest: Manifest, first:
     """
     started = time.perf_counter() if started is None else started
     with connect(cfg.cluster) as (client, cluster):
-        encode = _encode_config_for(cfg.encode, cluster)
+        encode = encode_config_for(cfg.encode, cluster)
         result.cluster = dataclasses.asdict(cluster)
         warm = [client.submit(load_encoder, encode, workers=[w], allow_other_workers=True, pure=False)
                 for w in client.scheduler_info()["workers"]]
@@ -370,7 +376,7 @@ def write_rejects(store: Store, rejects: list[Reject]) -> None:
                        "".join(json.dumps(r.to_json()) + "\n" for r in rejects).encode())
 
 
-def _encode_config_for(encode: EncodeConfig, cluster: ClusterInfo) -> EncodeConfig:
+def encode_config_for(encode: EncodeConfig, cluster: ClusterInfo) -> EncodeConfig:
     changes: dict[str, Any] = {}
     if encode.torch_threads is None and cluster.torch_threads is not None:
         changes["torch_threads"] = cluster.torch_threads

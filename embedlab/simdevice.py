@@ -43,7 +43,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from embedlab.config import DEFAULT_MODEL
+from embedlab.config import DEFAULT_MODEL, Dtype
 from embedlab.encoder import EncodeStats, ModelInfo, describe_model, fast_tokenizer, plan_batches
 
 SIM_PREFIX = "sim:"
@@ -87,6 +87,15 @@ class DeviceModel:
         parts = [f"{f.name}={getattr(self, f.name)}" for f in fields(self)
                  if getattr(self, f.name) != f.default or f.name in ("r_max", "b_half")]
         return SIM_PREFIX + ",".join(parts)
+
+
+def sim_model_info(model: DeviceModel) -> ModelInfo:
+    """What a store records: the spec is the name, its digest the weights' checksum; the
+    tokenizer's folder is the path chunking reads."""
+    tok = describe_model(model.tokenizer)
+    return ModelInfo(name=model.spec, path=tok.path, revision=None,
+                     sha256=hashlib.sha256(model.spec.encode()).hexdigest(), pooling="sim",
+                     normalize=True, max_seq_length=model.max_seq_length, dim=model.dim)
 
 
 def is_sim_model(name: str) -> bool:
@@ -182,6 +191,8 @@ class SimDevice:
     """
 
     device = "sim"
+    dtype = Dtype.FP32  # vectors are float32; the worker path reports it like a real encoder's
+    dtype_note: str | None = None
     compiled = False
     compile_error: str | None = None
     torch_threads = 0
@@ -201,11 +212,7 @@ class SimDevice:
 
     @functools.cached_property
     def info(self) -> ModelInfo:
-        """What a store records: the spec is the name, its digest the weights' checksum."""
-        tok = describe_model(self.model.tokenizer)
-        return ModelInfo(name=self.model.spec, path=tok.path, revision=None,
-                         sha256=hashlib.sha256(self.model.spec.encode()).hexdigest(), pooling="sim",
-                         normalize=True, max_seq_length=self.model.max_seq_length, dim=self.model.dim)
+        return sim_model_info(self.model)
 
     def encode_ids(self, ids: Sequence[np.ndarray], batch_size: int | None = None,
                    max_batch_tokens: int | None = None) -> np.ndarray:

@@ -10,6 +10,8 @@ Layout of a store folder ``OUT``::
                                   (:mod:`embedlab.storelog`); per partition: rows, tokens, content
                                   digest, file sha256s and sizes
     OUT/_manifest.json            format 1 only: the whole manifest, rewritten per commit
+    OUT/_splits/KEY.json          per corpus split: partitions, documents, lines, rejects; and
+    OUT/_splits/KEY.ids.npy       its documents' id hashes, sorted (the duplicate-id pass)
     OUT/_rejects.jsonl            every bad input record, with file, line and reason
     OUT/_summary.json             counts and timings of the last embed (_update_summary.json,
                                   _stream_summary.json: of the last update and stream)
@@ -51,8 +53,8 @@ import numpy as np
 from embedlab.files import atomic_write_bytes, atomic_write_json, reporting, sha256_file
 from embedlab.index import faiss_ids, shard_bytes
 from embedlab.manifest import Manifest, PartitionEntry, drop_tombstoned, part_name
-from embedlab.storecheck import (StoreError, StoreMismatchError, listed_problems, partition_problems,
-                                 read_checked_shard)
+from embedlab.storecheck import (StoreError, StoreMismatchError, listed_problems, missing_partitions,
+                                 partition_problems, read_checked_shard)
 from embedlab.storelog import LOG_DIR, StoreLog
 
 STORE_FILE = "_embedlab.json"
@@ -63,6 +65,7 @@ SUMMARY_FILES = {"embed": SUMMARY_FILE, "update": "_update_summary.json", "strea
 MERGED_DIR = "_merged"
 FAISS_DIR = "_faiss"
 STAGING_DIR = "_staging"
+SPLITS_DIR = "_splits"  # per corpus split: its counts and rejects, and its document-id hashes
 FORMAT_VERSION = 2  # 1: one _manifest.json rewritten per commit; 2: the commit log in _log/
 # Fields of the store identity that every partition must share; a run that differs is refused.
 IDENTITY_FIELDS = ("model_sha256", "dtype", "chunk_tokens", "overlap", "truncate", "pooling",
@@ -138,6 +141,14 @@ class Store:
     def summary_path(self, job: str = "embed") -> Path:
         """Counts and timings of the last ``job`` ("embed", "update" or "stream")."""
         return self.root / SUMMARY_FILES[job]
+
+    def split_record_path(self, key: str) -> Path:
+        """What a corpus split gave (partitions, documents, lines, rejects); written when it lands."""
+        return self.root / SPLITS_DIR / f"{key}.json"
+
+    def split_ids_path(self, key: str) -> Path:
+        """A split's documents as a sorted run of id hashes, for the duplicate-id pass."""
+        return self.root / SPLITS_DIR / f"{key}.ids.npy"
 
     @property
     def merged_dir(self) -> Path:
@@ -383,6 +394,9 @@ class Store:
                            for p in listed_bad):
                     problems += partition_problems(self.root, e, live)
         listed = manifest.files()
+        missing = missing_partitions(manifest)
+        if missing:
+            problems.append(f"{where}: no entry for partition(s) {missing}")
         # os.walk, unlike rglob, skips a folder that vanishes while it looks: a concurrent writer
         # removes its staging folder right after its commit.
         for d, dirs, files in os.walk(self.root):

@@ -121,3 +121,23 @@ def read_checked_shard(path: Path, sha256: str, tombstones: Sequence[str] = ()) 
     if tombstones:
         shard.remove_ids(faiss_ids(tombstones))
     return shard
+
+
+def missing_partitions(manifest: Manifest) -> list[int]:
+    """Indices a manifest should list and does not: gaps among the partitions cut by the driver
+    (numbered from 0, or appended by an update after a split's), and among each corpus split's
+    (its ordinals 0 to ``split_parts - 1``)."""
+    plain = [k for k, e in manifest.partitions.items() if not e.split]
+    has_splits = len(plain) < len(manifest.partitions)  # an update appends after a split's partitions
+    lo = min(plain, default=0) if has_splits else 0
+    missing = sorted(set(range(lo, max(plain) + 1)) - set(manifest.partitions)) if plain else []
+    by_split: dict[str, list[PartitionEntry]] = {}
+    for e in manifest.partitions.values():
+        if e.split:
+            by_split.setdefault(e.split, []).append(e)
+    for entries in by_split.values():
+        base = entries[0].index - entries[0].ordinal
+        parts = max([e.split_parts for e in entries] + [e.ordinal + 1 for e in entries])
+        missing += sorted(set(range(base, base + parts)) - set(manifest.partitions))  # compaction
+        # may have rewritten some of them as plain entries under the same index
+    return sorted(missing)

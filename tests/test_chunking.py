@@ -95,3 +95,46 @@ def test_driver_tokenizer_from_tokenizer_json_equals_autotokenizer(encoder, scif
     b, _ = hf.chunk(docs)
     assert [(c.chunk_id, c.char_start, c.char_end) for c in a] == [(c.chunk_id, c.char_start, c.char_end) for c in b]
     assert all(np.array_equal(x.input_ids, y.input_ids) for x, y in zip(a, b))
+
+
+def _loop_windows(n, starts_word, w, overlap):
+    """The per-token loops the vectorized :func:`window_bounds` replaced: the reference."""
+    if n <= w:
+        return [(0, n)]
+    out, start = [], 0
+    while True:
+        if n - start <= w:
+            out.append((start, n))
+            return out
+        end = start + w
+        e = end
+        while e > start + w // 2 and not starts_word[e]:
+            e -= 1
+        if starts_word[e]:
+            end = e
+        out.append((start, end))
+        nxt = end - overlap
+        s = nxt
+        while s < end and not starts_word[s]:
+            s += 1
+        start = s if s < end else nxt
+
+
+def test_vectorized_windows_equal_the_per_token_loops():
+    import numpy as np
+
+    from embedlab.chunking import window_bounds, word_starts
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n = int(rng.integers(1, 900))
+        words = np.cumsum(rng.random(n) < rng.choice([0.05, 0.3, 0.9]))  # long and short words
+        word_ids = [None if rng.random() < 0.01 else int(x) for x in words]
+        ref = np.ones(n + 1, dtype=bool)
+        for i in range(1, n):
+            ref[i] = word_ids[i] is None or word_ids[i] != word_ids[i - 1]
+        starts = word_starts(word_ids)
+        assert np.array_equal(starts, np.flatnonzero(ref))
+        w = int(rng.integers(8, 300))
+        overlap = int(rng.integers(0, w // 2))
+        assert window_bounds(n, starts, w, overlap) == _loop_windows(n, ref, w, overlap), trial

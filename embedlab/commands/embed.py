@@ -67,6 +67,10 @@ def embed(
                           ] = CorpusConfig.text_field,
     title_field: Annotated[str, typer.Option(
         help="Field joined before the text when present; '' for none.")] = CorpusConfig.title_field,
+    split_bytes: Annotated[int, typer.Option(
+        min=1, help="Corpus bytes per split, the unit one worker reads, tokenizes and encodes on its "
+                    "own (a JSONL byte range, Parquet row groups, .txt files; a .gz file is always one "
+                    "split).")] = CorpusConfig.split_bytes,
     partition_tokens: Annotated[int, typer.Option(
         min=1, help="Token budget of one partition (one task, one Parquet file, one FAISS shard).")
     ] = EmbedConfig.partition_tokens,
@@ -87,14 +91,14 @@ def embed(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Embed a corpus: chunk it, encode every chunk on a Dask cluster, write Parquet and FAISS shards."""
-    from embedlab.pipeline import embed as run
+    from embedlab.split_embed import embed as run
 
     corpus = corpus or default_corpus()
     out = out or default_out(corpus)
     with usage():
         cfg = EmbedConfig(
             corpus=CorpusConfig(path=corpus, format=corpus_format, id_field=id_field, text_field=text_field,
-                                title_field=title_field or None, limit=limit),
+                                title_field=title_field or None, limit=limit, split_bytes=split_bytes),
             out=out,
             chunk=ChunkConfig(chunk_tokens=chunk_tokens, overlap=overlap, truncate=truncate),
             encode=EncodeConfig(model=model, dtype=dtype, batch_size=batch_size,

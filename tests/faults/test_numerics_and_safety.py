@@ -74,12 +74,15 @@ def test_default_cluster_listens_on_loopback_only():
 
 
 def test_a_store_holds_no_pickle(tmp_path, tiny_model, scifact_docs):
-    """Every file of a store is Parquet, FAISS or JSON, so reading one never unpickles."""
+    """Every file of a store is Parquet, FAISS, JSON or a plain numpy array (a split's id hashes,
+    read with ``allow_pickle=False``), so reading one never unpickles."""
     corpus = write_jsonl(tmp_path / "c.jsonl", scifact_docs[:5])
     r = embedlab.embed(corpus, tmp_path / "s", model=str(tiny_model), progress=False)
     paths = [p for p in r.out.rglob("*") if p.is_file()]
-    assert {p.suffix for p in paths} <= {".parquet", ".faiss", ".json", ".jsonl"}
+    assert {p.suffix for p in paths} <= {".parquet", ".faiss", ".json", ".jsonl", ".npy"}
     for p in paths:
+        if p.suffix == ".npy":
+            assert not np.load(p, allow_pickle=False).dtype.hasobject
         if p.suffix == ".json":
             json.loads(p.read_text())
         elif p.suffix == ".jsonl":

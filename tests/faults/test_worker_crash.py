@@ -27,7 +27,7 @@ def vectors_by_id(root):
 
 def test_killing_a_worker_mid_job_loses_and_duplicates_nothing(tmp_path, scifact_docs):
     corpus = write_jsonl(tmp_path / "corpus.jsonl", scifact_docs[:48])
-    args = ["--partition-tokens", "1500", "--no-progress"]
+    args = ["--partition-tokens", "1500", "--no-progress", "--split-bytes", "20000"]  # both workers hold splits
     clean = subprocess.run([*EMBED, str(corpus), "--out", str(tmp_path / "clean"), *args],
                            capture_output=True, text=True)
     assert clean.returncode == 0, clean.stderr

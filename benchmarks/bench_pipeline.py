@@ -1,0 +1,194 @@
+"""The input path (issue #19): the whole pipeline against the raw Rust tokenizer, in one run.
+
+Four tables, each measured in fresh processes, configurations taken in turn (``--repeats``
+rounds), medians reported:
+
+1. **Input ceiling.** The whole ``embedlab embed`` (a fresh process per run) with a near-free
+   encoder (a 1-layer, 32-wide random BERT with the real tokenizer, as
+   ``../shared/acceptance/10-input-ceiling`` uses) against the raw Rust tokenizer reading,
+   parsing (``json.loads``) and tokenizing (``encode_batch`` of 1,024 texts, offsets included) the
+   same texts on the same cores (one worker; its encoder on one torch thread). Steady state: the rate between a 1x and a 3x copy of the corpus,
+   so fixed start-up costs (imports, cluster, model load) cancel. Rates count the raw
+   tokenizer's tokens (no special tokens), so both rows divide the same work.
+2. **No waiting.** The simulated device (:mod:`embedlab.simdevice`) set to half of the ceiling
+   just measured (in chunks/s at the batch size of 128), on the 1x corpus: how busy the device
+   is during the encode phase, and how long it waited for input and for the writer.
+3. **Driver CPU.** CPU seconds of the driver process (imports and the scheduler included: it
+   runs in the driver's process) per 100,000 chunks, at two corpus sizes, and the difference
+   between them (what grows with the corpus).
+4. **Scale-out.** The near-free-encoder pipeline with 1 and 2 single-threaded workers, the
+   corpus cut in 8 splits: input rate per worker.
+
+    .venv/bin/python benchmarks/bench_pipeline.py [--corpus wikipedia-vital-en] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import DATA, REPO, Results, busy_note, command_line, in_turn, markdown_table, parser  # noqa: E402
+
+RAW = r"""
+import json, sys, time
+from tokenizers import Tokenizer
+tok = Tokenizer.from_file(sys.argv[2] + "/tokenizer.json"); tok.no_truncation(); tok.no_padding()
+t0 = time.perf_counter(); n = 0; block = []
+for line in open(sys.argv[1], "rb"):
+    d = json.loads(line); block.append((d.get("title", "") + " " + d["text"]).strip())
+    if len(block) == 1024:
+        n += sum(len(e.ids) for e in tok.encode_batch(block, add_special_tokens=False)); block = []
+if block: n += sum(len(e.ids) for e in tok.encode_batch(block, add_special_tokens=False))
+print(time.perf_counter() - t0, n)
+"""
+
+PIPE = r"""
+import json, sys, time, shutil
+t0 = time.perf_counter(); c0 = time.process_time()
+import embedlab
+corpus, out, model, opts = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+r = embedlab.embed(corpus, out, model=model, progress=False, **opts)
+print(json.dumps({"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0, "chunks": r.chunks,
+                  "encode_wall": r.encode_wall_seconds, "busy": r.encoder_busy, "forward": r.forward_seconds,
+                  "input_wait": r.input_wait_seconds, "writer_wait": r.writer_wait_seconds,
+                  "workers": r.cluster.get("workers")}))
+shutil.rmtree(out)
+"""
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "true"}
+
+
+def raw(corpus: Path, model: Path) -> tuple[float, int]:
+    out = subprocess.run([sys.executable, "-c", RAW, str(corpus), str(model)], env=env(), check=True,
+                         capture_output=True, text=True).stdout.split()
+    return float(out[0]), int(out[1])
+
+
+def pipe(corpus: Path, work: Path, model: str, **opts) -> dict:
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", PIPE, str(corpus), str(work / "out"), model, json.dumps(opts)],
+                          env=env(), capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"embed failed:\n{proc.stderr[-3000:]}")
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "process": time.perf_counter() - t0}
+
+
+def copies(src: Path, work: Path, k: int) -> Path:
+    docs = [json.loads(x) for x in gzip.open(src, "rt", encoding="utf-8")]
+    out = work / f"c{k}.jsonl"
+    with open(out, "w", encoding="utf-8") as fh:
+        for r in range(k):
+            for d in docs:
+                fh.write(json.dumps({**d, "_id": f"{d['_id']}-{r}"}) + "\n")
+    return out
+
+
+def med(values) -> float:
+    return statistics.median(values)
+
+
+def main() -> None:
+    ap = parser(__doc__)
+    ap.add_argument("--corpus", default="wikipedia-vital-en", help="a folder under the data dir")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    results = Results("pipeline_input", args.results, device=None)
+    from embedlab.testing import make_tiny_model
+
+    src = DATA / args.corpus / "corpus.jsonl.gz"
+    if not src.is_file():
+        raise SystemExit(f"{src} not found (set EMBEDLAB_DATA)")
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        work = Path(tmp)
+        tiny = str(make_tiny_model(work / "tiny", hidden=32, layers=1, max_len=256))
+        c1, c3 = copies(src, work, 1), copies(src, work, 3)
+        eight = {"split_bytes": c3.stat().st_size // 8 + 1}
+        log = lambda name, r: print(f"  {name}: {r}", file=sys.stderr, flush=True)  # noqa: E731
+
+        # 1. input ceiling
+        one = {"threads": 1}  # a 2-thread OpenMP pool spins against the tokenizer's threads when
+        # other jobs load the machine; on one thread the encoder only takes its own time
+        runs = in_turn({"raw 1x": lambda: raw(c1, Path(tiny)), "raw 3x": lambda: raw(c3, Path(tiny)),
+                        "pipe 1x": lambda: pipe(c1, work, tiny, **one), "pipe 3x": lambda: pipe(c3, work, tiny, **one)},
+                       args.repeats, log)
+        n1, n3 = runs["raw 1x"][0][1], runs["raw 3x"][0][1]
+        tok_rates = [(n3 - n1) / (b[0] - a[0]) for a, b in zip(runs["raw 1x"], runs["raw 3x"])]
+        pipe_rates = [(n3 - n1) / (b["process"] - a["process"]) for a, b in zip(runs["pipe 1x"], runs["pipe 3x"])]
+        ratios = [p / t for p, t in zip(pipe_rates, tok_rates)]
+        fwd_rates = [n3 / r["forward"] for r in runs["pipe 3x"]]  # what the encoder alone could take
+        chunks3 = runs["pipe 3x"][0]["chunks"]
+        chunks1 = runs["pipe 1x"][0]["chunks"]
+        chunk_rate = med(pipe_rates) * (chunks3 - chunks1) / (n3 - n1)
+        t1 = markdown_table(
+            ["what", "M tokens/s (median)", "each run", "x raw tokenizer"],
+            [["raw Rust tokenizer: read, json.loads, encode_batch (both cores)", f"{med(tok_rates) / 1e6:.2f}",
+              " / ".join(f"{r / 1e6:.2f}" for r in tok_rates), "1.00"],
+             ["whole `embedlab embed`, near-free encoder, steady state", f"{med(pipe_rates) / 1e6:.2f}",
+              " / ".join(f"{r / 1e6:.2f}" for r in pipe_rates), f"{med(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"],
+             ["the near-free encoder's forward passes alone, in those runs (tokens / forward s, 3x)",
+              f"{med(fwd_rates) / 1e6:.2f}", " / ".join(f"{r / 1e6:.2f}" for r in fwd_rates),
+              f"{med(fwd_rates) / med(tok_rates):.2f}"]])
+
+        # 2. the simulated device at half of the ceiling
+        rate = chunk_rate / 2
+        b_half = 16
+        sim = f"sim:r_max={rate * (128 + b_half) / 128:.0f},b_half={b_half},dim=384"
+        sims = in_turn({"sim": lambda: pipe(c1, work, sim)}, args.repeats, log)["sim"]
+        t2 = markdown_table(
+            ["device", "device busy, encode phase (median)", "each run", "input wait s", "writer wait s",
+             "encode phase s"],
+            [[f"`{sim}` ({rate:,.0f} chunks/s at 128 rows: half the ceiling's {chunk_rate:,.0f})",
+              f"{med(s['busy'] for s in sims):.1%}", " / ".join(f"{s['busy']:.1%}" for s in sims),
+              f"{med(s['input_wait'] for s in sims):.2f}", f"{med(s['writer_wait'] for s in sims):.2f}",
+              f"{med(s['encode_wall'] for s in sims):.1f}"]])
+
+        # 3. driver CPU per 100k chunks, 4. per-worker input rate with 1 and 2 workers
+        scale = in_turn({"1 worker": lambda: pipe(c3, work, tiny, workers=1, threads=1, **eight),
+                         "2 workers": lambda: pipe(c3, work, tiny, workers=2, threads=1, **eight)},
+                        args.repeats, log)
+        rows3 = []
+        for label, runs_ in (("1x (one split)", runs["pipe 1x"]), ("3x (one split)", runs["pipe 3x"]),
+                             ("3x, 8 splits, 2 workers", scale["2 workers"])):
+            per = [r["cpu"] / r["chunks"] * 1e5 for r in runs_]
+            rows3.append([label, f"{runs_[0]['chunks']:,}", f"{med(r['cpu'] for r in runs_):.2f}",
+                          f"{med(per):.2f}", " / ".join(f"{p:.2f}" for p in per)])
+        marginal = [(b["cpu"] - a["cpu"]) / (b["chunks"] - a["chunks"]) * 1e5
+                     for a, b in zip(runs["pipe 1x"], runs["pipe 3x"])]
+        rows3.append(["3x minus 1x (the cost that grows with the corpus)", f"{chunks3 - chunks1:,}", "",
+                      f"{med(marginal):.2f}", " / ".join(f"{p:.2f}" for p in marginal)])
+        t3 = markdown_table(["corpus", "chunks", "driver CPU s (median)", "driver CPU s per 100k chunks",
+                             "each run"], rows3)
+        rows4 = []
+        for label, runs_ in scale.items():
+            total = [n3 / r["encode_wall"] for r in runs_]
+            w = runs_[0]["workers"]
+            rows4.append([label, f"{med(total) / 1e6:.2f}", f"{med(total) / w / 1e6:.2f}",
+                          " / ".join(f"{t / 1e6:.2f}" for t in total), f"{med(r['input_wait'] for r in runs_):.2f}"])
+        t4 = markdown_table(["workers (1 torch thread each)", "M tokens/s, encode phase", "per worker", "each run",
+                             "input wait s (summed)"], rows4)
+    load = results.load_before
+    intro = (f"`{args.corpus}` ({n1:,} tokens without special tokens, {chunks1:,} chunks at 1x; {n3:,} at 3x). "
+             f"Near-free encoder: 1 layer, 32 wide, the real all-MiniLM-L6-v2 tokenizer. "
+             f"Medians of {args.repeats} rounds, configurations in turn." + busy_note(load))
+    body = "\n\n".join([
+        "## 1. Input ceiling (goal >= 0.80 of the raw tokenizer)", t1,
+        "## 2. Simulated device at half the ceiling (goal: busy >= 95%)", t2,
+        "## 3. Driver CPU (goal <= 2 s per 100,000 chunks)", t3,
+        "## 4. Input rate with 1 and 2 workers", t4])
+    results.write_markdown("Input path: pipeline vs raw tokenizer, simulated device, driver CPU, workers",
+                           intro, body, command_line())
+
+
+if __name__ == "__main__":
+    main()
