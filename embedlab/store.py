@@ -53,8 +53,8 @@ import numpy as np
 from embedlab.files import atomic_write_bytes, atomic_write_json, reporting, sha256_file
 from embedlab.index import faiss_ids, shard_bytes
 from embedlab.manifest import Manifest, PartitionEntry, drop_tombstoned, part_name
-from embedlab.storecheck import (StoreError, StoreMismatchError, listed_problems, missing_partitions,
-                                 partition_problems, read_checked_shard)
+from embedlab.storecheck import (StoreError, StoreMismatchError, listed_problems, partition_problems,
+                                 read_checked_shard)
 from embedlab.storelog import LOG_DIR, StoreLog
 
 STORE_FILE = "_embedlab.json"
@@ -394,9 +394,6 @@ class Store:
                            for p in listed_bad):
                     problems += partition_problems(self.root, e, live)
         listed = manifest.files()
-        missing = missing_partitions(manifest)
-        if missing:
-            problems.append(f"{where}: no entry for partition(s) {missing}")
         # os.walk, unlike rglob, skips a folder that vanishes while it looks: a concurrent writer
         # removes its staging folder right after its commit.
         for d, dirs, files in os.walk(self.root):

@@ -42,7 +42,7 @@ def listed_problems(root: Path, manifest: Manifest, sizes: Mapping[int, tuple[in
                     *, hashes: bool, contiguous: bool = True) -> list[str]:
     """Each listed file's problems: missing, another size than committed, (``hashes``) sha256.
 
-    With ``contiguous``, also a gap in the partition numbers.
+    With ``contiguous``, also a partition the numbering says should be there (:func:`missing_partitions`).
     """
     problems: list[str] = []
     for k in sorted(manifest.partitions):
@@ -60,9 +60,8 @@ def listed_problems(root: Path, manifest: Manifest, sizes: Mapping[int, tuple[in
                 problems.append(f"{path}: {got} bytes, its commit recorded {size} (damaged or replaced)")
             elif hashes and sha256_file(path) != sha:
                 problems.append(f"{path}: sha256 differs from the manifest (damaged or replaced)")
-    indices = sorted(manifest.partitions)
-    if contiguous and indices and indices != list(range(len(indices))):
-        missing = sorted(set(range(max(indices) + 1)) - set(indices))
+    missing = missing_partitions(manifest) if contiguous else []
+    if missing:
         problems.append(f"{root}: no entry for partition(s) {missing[:20]}")
     return problems
 
