@@ -21,7 +21,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -98,7 +97,7 @@ def log_commits(work: Path, sizes: tuple[int, ...]) -> dict[int, tuple[float, fl
 
 def sparse_store(root: Path, parts: int, part_bytes: int) -> Store:
     """A format-2 store of ``parts`` partitions whose files are sparse (cheap to make at any size)."""
-    store = logged_store(root, 0)
+    logged_store(root, 0)
     snap = Snapshot(meta={COMPLETE: True})
     for i in range(parts):
         e = fake_entry(i)

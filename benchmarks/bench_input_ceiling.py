@@ -56,7 +56,7 @@ DRIVER = r"""
 import sys, time
 from embedlab.config import CorpusConfig, EmbedConfig
 from embedlab.corpus import read_corpus
-from embedlab.pipeline import ChunkStream, make_chunker
+from embedlab.chunk_stream import ChunkStream, make_chunker
 cfg = EmbedConfig(corpus=CorpusConfig(path=sys.argv[1]), out="unused")
 chunker = make_chunker(cfg)
 def run():

@@ -30,8 +30,8 @@ from embedlab.corpus import (CorpusError, Document, Record, Reject, guarded, nor
 from embedlab.lines import Cut, NotCompressedError, iter_lines
 from embedlab.partition import Partition
 from embedlab.embed_result import EmbedResult
-from embedlab.pipeline import (ChunkStream, content_sha256, encode_partitions, make_chunker, store_identity,
-                               write_rejects)
+from embedlab.chunk_stream import ChunkStream, content_sha256, make_chunker
+from embedlab.pipeline import encode_partitions, store_identity, write_rejects
 from embedlab.store import Manifest, PartitionEntry, Store, atomic_write_json
 from embedlab.transaction import (LiveDoc, commit, compact_entries, discard_staging, live_documents,
                                   next_manifest, recover)

@@ -13,30 +13,37 @@ is :mod:`embedlab.jobs`'s; :class:`PartitionJob` says how a partition is skipped
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import platform
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from embedlab.chunking import Chunk, Chunker
+from embedlab.backends import describe, worker_encoder
+from embedlab.chunk_stream import ChunkStream, make_chunker
+from embedlab.chunking import Chunker
 from embedlab.cluster import ClusterInfo, connect
 from embedlab.config import Dtype, EmbedConfig, EncodeConfig, to_jsonable
-from embedlab.corpus import CorpusError, Document, Record, Reject, read_corpus, resolve_format
+from embedlab.corpus import CorpusError, Reject, read_corpus, resolve_format
 from embedlab.embed_result import EmbedResult
-from embedlab.backends import describe, worker_encoder
-from embedlab.encoder import fast_tokenizer, resolve_dtype
+from embedlab.encoder import resolve_dtype
 from embedlab.files import EnvironmentFault, probe_writable
 from embedlab.index import ID_SCHEME
 from embedlab.jobs import run_on_cluster
-from embedlab.partition import Partition, partition_chunks
-from embedlab.store import FORMAT_VERSION, Manifest, PartitionEntry, Store, atomic_write_bytes, atomic_write_json
+from embedlab.partition import Partition
+from embedlab.store import (
+    FORMAT_VERSION,
+    Manifest,
+    PartitionEntry,
+    Store,
+    atomic_write_bytes,
+    atomic_write_json,
+)
 
 if TYPE_CHECKING:
     from distributed import Future
@@ -54,10 +61,6 @@ class EmptyCorpusError(CorpusError):
 class NonFiniteVectorError(RuntimeError):
     pass
 
-
-def content_sha256(text: str) -> str:
-    """The hash a store keeps per document: sha256 of its encoded text (``Document.text``)."""
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def store_identity(cfg: EmbedConfig, chunk_tokens: int) -> dict[str, Any]:
@@ -167,75 +170,6 @@ def embed_partition_task(part: Partition, out: str, encode: EncodeConfig,
 
 
 # -- driver side ----------------------------------------------------------------------------
-class ChunkStream:
-    """Records -> chunks -> partitions, collecting rejects and document counts on the way.
-
-    Args:
-        records: corpus records (documents and rejects), e.g. :func:`read_corpus`.
-        chunker: cuts documents into token windows.
-        block_docs: documents tokenized together.
-    """
-
-    def __init__(self, records: Iterable[Record], chunker: Chunker, block_docs: int):
-        self.records = records
-        self.chunker = chunker
-        self.block_docs = block_docs
-        self.rejects: list[Reject] = []
-        self.documents = 0
-        self.repaired = 0  # documents chunked whose text had lone surrogates replaced
-        self.truncated_documents = 0
-        self.truncated_tokens = 0
-        self._doc_sha256: dict[str, str] = {}  # documents chunked but not yet in a partition
-
-    def __iter__(self) -> Iterator[Chunk]:
-        block: list[Document] = []
-        for rec in self.records:
-            if isinstance(rec, Reject):
-                self.rejects.append(rec)
-                continue
-            block.append(rec)
-            if len(block) >= self.block_docs:
-                yield from self._chunk(block)
-                block = []
-        if block:
-            yield from self._chunk(block)
-
-    def partitions(self, token_budget: int, first_index: int = 0) -> Iterator[Partition]:
-        """The chunk stream cut into partitions numbered from ``first_index``."""
-        for part in partition_chunks(self, token_budget, first_index=first_index,
-                                     doc_sha256=self._doc_sha256):
-            for doc_id in dict.fromkeys(part.doc_ids):
-                del self._doc_sha256[doc_id]
-            yield part
-
-    def _chunk(self, block: list[Document]) -> list[Chunk]:
-        chunks, rejects = self.chunker.chunk(block)
-        self.rejects.extend(rejects)
-        self.documents += len(block) - len(rejects)
-        refused = {r.doc_id for r in rejects}
-        self.repaired += sum(1 for d in block if d.repaired and d.doc_id not in refused)
-        self._doc_sha256.update((d.doc_id, content_sha256(d.text)) for d in block
-                                if d.doc_id not in refused)
-        for c in chunks:
-            if c.truncated_tokens:
-                self.truncated_documents += 1
-                self.truncated_tokens += c.truncated_tokens
-        return chunks
-
-
-def make_chunker(cfg: EmbedConfig) -> Chunker:
-    """The chunker ``cfg`` describes, with the model's own tokenizer.
-
-    Raises:
-        ValueError: ``cfg.chunk.chunk_tokens`` exceeds the model's max sequence length.
-    """
-    info = describe(cfg.encode.model, cfg.encode.revision)
-    chunk_tokens = cfg.chunk.chunk_tokens or info.max_seq_length
-    if chunk_tokens > info.max_seq_length:
-        raise ValueError(f"chunk_tokens={chunk_tokens} exceeds the model's max sequence length "
-                         f"{info.max_seq_length}; the encoder would truncate every full chunk")
-    tokenizer = fast_tokenizer(info.path, trust_remote_code=cfg.encode.trust_remote_code)
-    return Chunker(tokenizer, chunk_tokens, cfg.chunk.overlap, cfg.chunk.truncate)
 
 
 def embed(cfg: EmbedConfig) -> EmbedResult:

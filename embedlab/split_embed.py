@@ -44,7 +44,7 @@ from embedlab.pipeline import (EmptyCorpusError, encode_config_for, load_encoder
                                store_identity, write_rejects)
 from embedlab.pipeline import embed as embed_on_driver
 from embedlab.split_task import SPLIT_STRIDE, SplitOutcome, SplitWork, embed_split_task
-from embedlab.splits import Split, SplitError, plan_splits
+from embedlab.splits import SplitError, plan_splits
 from embedlab.store import Manifest, PartitionEntry, Store, read_json
 
 MERGE_BLOCK = 1 << 16  # rows of each split's id run held at a time by the duplicate pass
@@ -178,7 +178,9 @@ class SplitJob:
         """The task's input: the entries the store holds in the split's index range, to reuse."""
         prior = {k: e for k, e in self.manifest.partitions.items()
                  if work.base <= k < work.base + SPLIT_STRIDE}
-        return replace(work, prior=prior, topic=self.topic)
+        sizes = self.store.log.sizes if self.store.logged else {}
+        return replace(work, prior=prior, prior_sizes={k: sizes[k] for k in prior if k in sizes},
+                       verify_deep=self.store.verify_deep, topic=self.topic)
 
     def on_event(self, event: tuple[float, dict[str, Any]]) -> None:
         self.events.put(event[1])

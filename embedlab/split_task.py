@@ -43,7 +43,8 @@ from embedlab.backends import worker_encoder
 from embedlab.encoder import fast_tokenizer
 from embedlab.files import EnvironmentFault, atomic_write_bytes
 from embedlab.partition import Partition
-from embedlab.pipeline import ChunkStream, encode_partition, write_partition
+from embedlab.chunk_stream import ChunkStream
+from embedlab.pipeline import encode_partition, write_partition
 from embedlab.splits import Split, read_split
 from embedlab.store import PartitionEntry, Store
 
@@ -69,6 +70,8 @@ class SplitWork:
     truncate: bool
     partition_tokens: int
     prior: dict[int, PartitionEntry] = field(default_factory=dict)  # committed entries in its range
+    prior_sizes: dict[int, tuple[int, int]] = field(default_factory=dict)  # their files' committed sizes
+    verify_deep: bool = False  # hash the prior entries' files instead of trusting their sizes
     topic: str = ""  # Dask event topic for partitions as they are written ("": none)
 
     @property
@@ -352,7 +355,7 @@ def embed_split(work: SplitWork, out: str, encode: EncodeConfig) -> SplitOutcome
     """
     t0 = time.perf_counter()
     reader, stream, parts = cut_split(work)
-    store = Store(out)
+    store = Store(out, verify_deep=work.verify_deep)
     # A CPU encoder's threads fill the cores: reading, tokenizing and writing on other threads
     # would only contend with them (OpenMP threads spin while the GIL and the cores are taken),
     # so they run between forward passes. A device (CUDA, simulated) leaves the cores free.
@@ -371,7 +374,7 @@ def embed_split(work: SplitWork, out: str, encode: EncodeConfig) -> SplitOutcome
                                   "use a larger partition budget or a smaller split size")
             _placements(part, placed)
             prior = work.prior.get(part.index)
-            if store.entry_is_current(prior, part.digest):
+            if store.entry_is_current(prior, part.digest, work.prior_sizes.get(part.index)):
                 writer.put(ordinal, prior)
                 continue
             vectors, reencoded, (f, t, p) = encode_partition(part, encode)

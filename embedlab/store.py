@@ -269,15 +269,20 @@ class Store:
         """``OUT/_staging``: where partitions wait until a manifest commit names them."""
         return Store(self.root / STAGING_DIR)
 
-    def entry_is_current(self, entry: PartitionEntry | None, digest: str) -> bool:
+    def entry_is_current(self, entry: PartitionEntry | None, digest: str,
+                         sizes: tuple[int, int] | None = None) -> bool:
         """True when ``entry`` encodes ``digest`` and its files are intact.
 
-        Intact: both exist with the sizes their commit recorded (format 2, trusted on resume), or,
-        with ``verify_deep`` or no recorded sizes, both hash to what the entry records.
+        Intact: both exist with the sizes their commit recorded (format 2, trusted on resume;
+        ``sizes`` when the caller holds them, e.g. a split task, else this store's log), or, with
+        ``verify_deep`` or no recorded sizes, both hash to what the entry records.
         """
         if entry is None or entry.digest != digest:
             return False
-        sizes = None if self.verify_deep or not self.logged else self.log.sizes.get(entry.index)
+        if self.verify_deep or not self.logged:
+            sizes = None
+        elif sizes is None:
+            sizes = self.log.sizes.get(entry.index)
         return not listed_problems(self.root, Manifest(partitions={entry.index: entry}),
                                    {entry.index: sizes} if sizes else {}, hashes=sizes is None,
                                    contiguous=False)

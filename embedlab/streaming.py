@@ -32,7 +32,8 @@ from embedlab.device import torch_threads
 from embedlab.encoder import cached_encoder, resolve_dtype
 from embedlab.incremental import Delta, FeedOp, feed_changes, last_ops, parse_feed_line, stored_config
 from embedlab.partition import Partition
-from embedlab.pipeline import ChunkStream, embed_partition, make_chunker, store_identity, write_rejects
+from embedlab.chunk_stream import ChunkStream, make_chunker
+from embedlab.pipeline import embed_partition, store_identity, write_rejects
 from embedlab.files import reporting
 from embedlab.jobs import run_in_process
 from embedlab.store import Manifest, PartitionEntry, Store, atomic_write_json

@@ -20,7 +20,7 @@ import pytest
 import embedlab
 from embedlab.corpus import join_title
 from embedlab.incremental import UpdateConfig, compact, live_documents, update
-from embedlab.pipeline import content_sha256
+from embedlab.chunk_stream import content_sha256
 from embedlab.search import Searcher
 from embedlab.commitlog import LogError
 from embedlab.store import Store, StoreError, sha256_file

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import embedlab
 from embedlab.config import ChunkConfig, CorpusConfig, EmbedConfig
 from embedlab.corpus import read_corpus
-from embedlab.pipeline import ChunkStream, make_chunker
+from embedlab.chunk_stream import ChunkStream, make_chunker
 from embedlab.simdevice import parse_sim_model, sim_vectors
 from embedlab.store import Store
 

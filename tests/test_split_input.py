@@ -16,7 +16,7 @@ import pytest
 import embedlab
 from embedlab.config import CorpusConfig, EmbedConfig
 from embedlab.corpus import read_corpus
-from embedlab.pipeline import ChunkStream, make_chunker
+from embedlab.chunk_stream import ChunkStream, make_chunker
 from embedlab.split_embed import plan
 from embedlab.split_task import cut_split
 from embedlab.store import Store

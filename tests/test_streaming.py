@@ -18,7 +18,7 @@ import pytest
 import embedlab
 from embedlab.corpus import join_title
 from embedlab.incremental import live_documents
-from embedlab.pipeline import content_sha256
+from embedlab.chunk_stream import content_sha256
 from embedlab.search import Searcher
 from embedlab.store import Store
 from embedlab.streaming import Arrival, StreamConfig, next_batch, stream
