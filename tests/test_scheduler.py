@@ -91,7 +91,8 @@ def test_embed_on_a_running_scheduler_loads_the_model_once_per_worker(dask_clust
     loads = [m for m, _ in per_worker.values()]
     tasks = sum(m + h for m, h in per_worker.values())
     assert loads == [1, 1]  # each worker loaded the model exactly once
-    assert tasks == result.partitions + 2  # every partition (and one warm-up per worker) reused it
+    # one warm-up per worker, one device check per split task and one lookup per partition: all hits
+    assert tasks == result.partitions + result.splits + 2
 
 
 def _worker_env(dask_worker) -> dict:
