@@ -197,9 +197,8 @@ def main() -> None:
              ["re-run with --verify-deep (re-hashes, as before)", f"{deep:.1f}", f"{deep / first:.3f}"]])
         intro = ("Issue #20 targets: commit cost per partition at 100,000 <= 1.5x that at 100; open cost "
                  "(beyond the shards) of a 10 GB store <= 1.2x a 1 GB one; re-running a finished job <= 5% "
-                 "of its first run. The re-run still reads and tokenizes the whole corpus on the driver "
-                 "(work units are planned from text until the split planning of issue #19 lands); it no "
-                 "longer hashes any file." + (" --quick: small sizes." if args.quick else "")
+                 "of its first run. The re-run plans the corpus's splits from file metadata and skips every "
+                 "committed one: it reads no corpus text and hashes no file." + (" --quick: small sizes." if args.quick else "")
                  + busy_note(results.load_before))
         results.write_markdown("Control plane: commit, open and resume on the commit log", intro,
                                "\n\n".join([commit_table, open_table, resume_table]),
