@@ -182,11 +182,7 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     t0 = time.perf_counter()
     chunker = make_chunker(cfg)
     fmt, path = resolve_format(cfg.corpus)  # fail on a missing path before any cluster starts
-    store = Store(cfg.out, verify_deep=cfg.verify_deep)
-    fresh = None if store.exists() else cfg.out.is_dir()  # None: resuming; else: did the folder exist
-    cfg = replace(cfg, encode=resolve_dtype(cfg.encode, store.meta().get("dtype") if store.exists() else None))
-    store.init(store_identity(cfg, chunker.chunk_tokens))
-    probe_writable(store.root)  # a read-only or immutable store fails here, before any cluster
+    store, cfg, fresh = prepare_store(cfg, chunker.chunk_tokens)
     with store.claimed(f"embed {cfg.corpus.path}", take_over=cfg.take_over):  # one writer at a time
         return _embed_claimed(cfg, store, chunker, fmt, path, fresh, t0)
 
@@ -234,6 +230,22 @@ def _embed_claimed(cfg: EmbedConfig, store: Store, chunker: Chunker, fmt: Any, p
     result.wall_seconds = time.perf_counter() - t0
     atomic_write_json(store.summary_path(), result.to_json())
     return result
+
+
+def prepare_store(cfg: EmbedConfig, chunk_tokens: int) -> tuple[Store, EmbedConfig, bool | None]:
+    """Open (or create) ``cfg.out`` for an embed: the store, ``cfg`` with its dtype resolved (an
+    existing store keeps its own), and None when resuming, else whether the folder existed.
+
+    Raises:
+        StoreMismatchError: the store was made with other settings.
+        EnvironmentFault: the folder cannot be written (before any cluster starts).
+    """
+    store = Store(cfg.out, verify_deep=cfg.verify_deep)
+    fresh = None if store.exists() else cfg.out.is_dir()
+    cfg = replace(cfg, encode=resolve_dtype(cfg.encode, store.meta().get("dtype") if store.exists() else None))
+    store.init(store_identity(cfg, chunk_tokens))
+    probe_writable(store.root)
+    return store, cfg, fresh
 
 
 def skip_current(partitions: Iterator[Partition], store: Store, manifest: Manifest,

@@ -36,12 +36,11 @@ from embedlab.cluster import connect
 from embedlab.config import CorpusFormat, EmbedConfig
 from embedlab.corpus import CorpusError, Reject, parquet_columns, reader_config, short
 from embedlab.embed_result import EmbedResult
-from embedlab.encoder import resolve_dtype
-from embedlab.files import EnvironmentFault, atomic_write_json, probe_writable
+from embedlab.files import EnvironmentFault, atomic_write_json
 from embedlab.jobs import run_on_cluster
 from embedlab.lines import NotCompressedError, iter_lines
-from embedlab.pipeline import (EmptyCorpusError, encode_config_for, load_encoder, make_chunker,
-                               store_identity, write_rejects)
+from embedlab.chunk_stream import make_chunker
+from embedlab.pipeline import EmptyCorpusError, encode_config_for, load_encoder, prepare_store, write_rejects
 from embedlab.pipeline import embed as embed_on_driver
 from embedlab.split_task import SPLIT_STRIDE, SplitOutcome, SplitWork, embed_split_task
 from embedlab.splits import SplitError, plan_splits
@@ -62,13 +61,9 @@ def embed(cfg: EmbedConfig) -> EmbedResult:
     t0 = time.perf_counter()
     chunker = make_chunker(cfg)  # checks chunk_tokens against the model, before any cluster
     works, fmt, path = plan(cfg, chunker.chunk_tokens)
-    store = Store(cfg.out, verify_deep=cfg.verify_deep)
-    fresh = None if store.exists() else cfg.out.is_dir()  # None: resuming; else: did the folder exist
-    cfg = replace(cfg, encode=resolve_dtype(cfg.encode, store.meta().get("dtype") if store.exists() else None))
-    if all(w.split.size == 0 for w in works) and fresh is not None:  # nothing to read: no cluster
+    if all(w.split.size == 0 for w in works) and not Store(cfg.out).exists():  # nothing to read: no cluster
         raise EmptyCorpusError(f"{cfg.corpus.path}: no document could be embedded (the corpus is empty)")
-    store.init(store_identity(cfg, chunker.chunk_tokens))
-    probe_writable(store.root)
+    store, cfg, fresh = prepare_store(cfg, chunker.chunk_tokens)
     with store.claimed(f"embed {cfg.corpus.path}", take_over=cfg.take_over):  # one writer at a time
         return _embed_claimed(cfg, store, works, fmt, path, fresh, t0)
 
