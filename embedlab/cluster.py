@@ -96,7 +96,9 @@ def connect(cfg: ClusterConfig) -> Iterator[tuple[object, ClusterInfo]]:
             yield client, ClusterInfo("external", n, cfg.threads, "auto")
         return
 
-    if dask_cuda_installed() and cuda_available():
+    # More workers than GPUs (two per GPU for a small model, which leaves the GPU idle between
+    # kernels): dask-cuda pins one worker per visible GPU, so plain process workers share them.
+    if dask_cuda_installed() and cuda_available() and (cfg.workers or 0) <= gpu_count():
         from dask_cuda import LocalCUDACluster
 
         n = cfg.workers or gpu_count()
@@ -120,8 +122,9 @@ def connect(cfg: ClusterConfig) -> Iterator[tuple[object, ClusterInfo]]:
             cluster = stack.enter_context(LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                 dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR))
-        # the worker picks CUDA if any
-        yield stack.enter_context(Client(cluster)), ClusterInfo("local-cpu", n, threads, "auto")
+        # the worker picks CUDA if any (with more workers than GPUs, they share the first)
+        kind = "local-shared-gpu" if dask_cuda_installed() and cuda_available() else "local-cpu"
+        yield stack.enter_context(Client(cluster)), ClusterInfo(kind, n, threads, "auto")
 
 
 @contextmanager

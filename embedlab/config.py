@@ -152,11 +152,18 @@ class EmbedConfig:
     progress: bool = True
     take_over: bool = False  # take over a stale writer claim from another host (see Store.claimed)
     verify_deep: bool = False  # resume re-hashes committed files instead of trusting their sizes
+    codes: tuple[str, ...] = ()  # codes written beside the vectors: "binary", "int8" (embedlab.codes)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
         if self.partition_tokens < 1:
             raise ValueError(f"partition_tokens must be >= 1; got {self.partition_tokens}")
+        unknown = sorted(set(self.codes) - {"binary", "int8"})
+        if unknown:
+            raise ValueError(f"codes must be among binary, int8; got {', '.join(unknown)}")
+        if self.codes and self.corpus.limit is not None:
+            raise ValueError("codes are written by the split-parallel path, which reads whole splits: "
+                             "drop limit (--limit), or embed a smaller corpus file")
 
 
 def to_jsonable(obj: Any) -> Any:

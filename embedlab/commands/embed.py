@@ -88,9 +88,14 @@ def embed(
     verify_deep: Annotated[bool, typer.Option(
         "--verify-deep", help="On resume, re-hash every committed file instead of trusting files of the "
         "recorded size.")] = EmbedConfig.verify_deep,
+    codes: Annotated[str, typer.Option(
+        "--codes", help="Also write codes beside the vectors, made where the vectors are (on the GPU "
+        "before the copy back): 'binary' (sign bits, dim/8 bytes), 'int8' (ranges calibrated once per "
+        "store), or 'binary,int8'. Columns code_binary / code_int8 of each Parquet file.")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Embed a corpus: chunk it, encode every chunk on a Dask cluster, write Parquet and FAISS shards."""
+    from embedlab.codes import parse_codes
     from embedlab.split_embed import embed as run
 
     corpus = corpus or default_corpus()
@@ -106,7 +111,7 @@ def embed(
                                 trust_remote_code=trust_remote_code),
             cluster=ClusterConfig(scheduler=scheduler, workers=workers, threads=threads),
             partition_tokens=partition_tokens, progress=progress, take_over=take_over,
-            verify_deep=verify_deep)
+            verify_deep=verify_deep, codes=parse_codes(codes))
     with reported(f"interrupted; finished partitions are kept in {out}. "
                   "Run the same command again to resume."):
         result = run(cfg)
