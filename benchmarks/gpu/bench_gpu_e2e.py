@@ -49,12 +49,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--partition-tokens", type=int, default=None, help="default 1,048,576 (4,096 chunks); dry 4,096")
     p.add_argument("--target-seconds", type=float, default=None, help="Wikipedia run length (default 60; dry 3)")
     p.add_argument("--workers", default="1,2", help="workers per GPU to compare on Wikipedia")
+    p.add_argument("--copies", type=int, default=None, help="Wikipedia copies (default: sized by --target-seconds)")
+    p.add_argument("--skip", default="", help="sections to leave out: codes,search,scifact,codes-run")
     a = p.parse_args(argv)
     a.budget = a.budget or (600.0 if a.dry_run else 420.0)
     a.batch_size = a.batch_size or (16 if a.dry_run else 512)
     a.partition_tokens = a.partition_tokens or (4096 if a.dry_run else 1 << 20)
     a.target_seconds = a.target_seconds or (3.0 if a.dry_run else 60.0)
     a.workers = [int(w) for w in a.workers.split(",")]
+    a.skip = set(filter(None, a.skip.split(",")))
     return a
 
 
@@ -182,7 +185,7 @@ def wiki_copies(e: E2E) -> Path:
     measured = sci[0]["chunks"] / max(sci[0]["encode_wall_seconds"], 1e-3) if sci else 2000.0
     rate = min(e.rates["wikipedia-vital-en"], 1.5 * measured)
     per_copy = max(1, len(e.ids["wikipedia-vital-en"]))
-    copies = max(1, min(2000, round(e.a.target_seconds * rate / per_copy)))
+    copies = e.a.copies or max(1, min(2000, round(e.a.target_seconds * rate / per_copy)))
     src = e.corpora["wikipedia-vital-en"]
     opener = gzip.open if src.suffix == ".gz" else open
     lines = [ln for ln in opener(src, "rt", encoding="utf-8") if ln.strip()]
@@ -196,7 +199,7 @@ def wiki_copies(e: E2E) -> Path:
     e.res.update(wiki_copies=copies, wiki_expected_chunks=copies * per_copy,
                  wiki_rate_basis="min(encoder alone, 1.5 x SciFact embed encode-phase rate) chunks/s: "
                  + f"{rate:,.0f}")
-    e.rates["wikipedia-vital-en copies"] = rate
+    e.rates["wikipedia-vital-en copies"] = 0.25 * e.rates["wikipedia-vital-en"] if e.a.copies else rate
     return path
 
 
@@ -250,7 +253,8 @@ def store_bytes(root: Path) -> int:
 
 def embed_runs(e: E2E) -> None:
     sci = len(e.ids["scifact"])
-    e.section("embed scifact x1", embed_run, e, "scifact", e.corpora["scifact"], 1, sci)
+    if "scifact" not in e.a.skip:
+        e.section("embed scifact x1", embed_run, e, "scifact", e.corpora["scifact"], 1, sci)
     try:
         wiki = wiki_copies(e)
     except Exception as err:  # noqa: BLE001 - the other sections' results still come back
@@ -260,7 +264,7 @@ def embed_runs(e: E2E) -> None:
     for w in e.a.workers:
         e.section(f"embed wikipedia x{w}", embed_run, e, "wikipedia-vital-en copies", wiki, w, expected)
     done = [r for r in e.res.doc.get("runs", []) if r.get("status") == "ok" and r["corpus"].startswith("wiki")]
-    if done:
+    if done and "codes-run" not in e.a.skip:
         w = max(done, key=lambda r: r["chunks_per_s"])["workers"]
         e.section(f"embed wikipedia x{w} --codes binary,int8", embed_run, e, "wikipedia-vital-en copies", wiki, w,
                   expected, "binary,int8")
@@ -351,8 +355,10 @@ def main(argv: list[str] | None = None) -> int:
                  note="split-parallel input path: each worker reads, tokenizes and chunks its own splits")
     e.section("corpora", find_corpora, e)
     e.section("encoder alone", encoder_alone, e)
-    e.section("codes on the device", codes, e)
-    e.section("search on the device", search, e)
+    if "codes" not in a.skip:
+        e.section("codes on the device", codes, e)
+    if "search" not in a.skip and "codes" not in a.skip:  # search reuses the vectors the codes made
+        e.section("search on the device", search, e)
     if e.rates:
         embed_runs(e)
     e.res.update(status="done", wall_seconds=round(e.budget.elapsed(), 1))
