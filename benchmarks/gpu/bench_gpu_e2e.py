@@ -49,6 +49,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--partition-tokens", type=int, default=None, help="default 1,048,576 (4,096 chunks); dry 4,096")
     p.add_argument("--target-seconds", type=float, default=None, help="Wikipedia run length (default 60; dry 3)")
     p.add_argument("--workers", default="1,2", help="workers per GPU to compare on Wikipedia")
+    p.add_argument("--split-bytes", type=int, default=None, help="embed --split-bytes (default: embed's)")
     p.add_argument("--copies", type=int, default=None, help="Wikipedia copies (default: sized by --target-seconds)")
     p.add_argument("--skip", default="", help="sections to leave out: codes,search,scifact,codes-run")
     a = p.parse_args(argv)
@@ -215,7 +216,8 @@ def embed_run(e: E2E, corpus_name: str, corpus: Path, workers: int, expected_chu
     out = e.tmp / f"store-{corpus_name.split()[0]}-{workers}-{codes.replace(',', '-') or 'vectors'}"
     cmd = [sys.executable, "-m", "embedlab.cli", "embed", str(corpus), "--out", str(out), "--model", str(e.model),
            "--dtype", e.dtype, "--batch-size", str(e.a.batch_size), "--partition-tokens", str(e.a.partition_tokens),
-           "--workers", str(workers), "--no-progress"] + (["--codes", codes] if codes else [])
+           "--workers", str(workers), "--no-progress"] + (["--codes", codes] if codes else []) + (
+               ["--split-bytes", str(e.a.split_bytes)] if e.a.split_bytes else [])
     sampler = GpuSampler()
     sampler.start()
     t0 = time.perf_counter()
