@@ -2,7 +2,9 @@
 
 * ``scheduler`` given: connect to that running cluster (``dask scheduler`` plus ``dask worker``
   or ``dask cuda worker`` processes on any number of hosts).
-* CUDA present and dask-cuda installed: a ``LocalCUDACluster``, one worker per GPU.
+* CUDA present and dask-cuda installed: a ``LocalCUDACluster``, one worker per GPU, or, with
+  more workers than GPUs (``workers_per_gpu``: several for a small model), process workers
+  that share the GPUs round-robin (:func:`gpu_sharing_cluster`).
 * Otherwise an in-process ``LocalCluster`` of process workers, listening on loopback only,
   with torch threads per worker set so that workers x threads = cores.
 """
@@ -17,6 +19,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from embedlab.config import ClusterConfig
 from embedlab.device import cuda_available, gpu_count
@@ -48,7 +51,7 @@ CLUSTER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": 
 
 @dataclass(frozen=True)
 class ClusterInfo:
-    kind: str  # "external", "local-cuda" or "local-cpu"
+    kind: str  # "external", "local-cuda", "local-cuda-shared" or "local-cpu"
     workers: int
     torch_threads: int | None  # per worker; None: left to the worker's own setting
     device: str  # "cuda" for dask-cuda workers, else "auto" (each worker picks)
@@ -96,20 +99,23 @@ def connect(cfg: ClusterConfig) -> Iterator[tuple[object, ClusterInfo]]:
             yield client, ClusterInfo("external", n, cfg.threads, "auto")
         return
 
-    # More workers than GPUs (two per GPU for a small model, which leaves the GPU idle between
-    # kernels): dask-cuda pins one worker per visible GPU, so plain process workers share them.
-    if dask_cuda_installed() and cuda_available() and (cfg.workers or 0) <= gpu_count():
-        from dask_cuda import LocalCUDACluster
-
-        n = cfg.workers or gpu_count()
+    if dask_cuda_installed() and cuda_available():
+        gpus = gpu_count()
+        n = cfg.workers or gpus * (cfg.workers_per_gpu or 1)
         with ExitStack() as stack:
             stack.enter_context(main_script_hidden())
             stack.enter_context(dask.config.set(CLUSTER_CONFIG))
             with workers_ignore_sigint():
-                cluster = stack.enter_context(LocalCUDACluster(
-                    n_workers=n, threads_per_worker=1, ip="127.0.0.1", dashboard_address="127.0.0.1:0",
-                    silence_logs=logging.ERROR))
-            yield stack.enter_context(Client(cluster)), ClusterInfo("local-cuda", n, cfg.threads, "cuda")
+                if n <= gpus:
+                    from dask_cuda import LocalCUDACluster
+
+                    cluster = stack.enter_context(LocalCUDACluster(
+                        n_workers=n, threads_per_worker=1, ip="127.0.0.1", dashboard_address="127.0.0.1:0",
+                        silence_logs=logging.ERROR))
+                else:  # dask-cuda starts at most one worker per visible GPU
+                    cluster = stack.enter_context(gpu_sharing_cluster(n, gpus))
+            kind = "local-cuda" if n <= gpus else "local-cuda-shared"
+            yield stack.enter_context(Client(cluster)), ClusterInfo(kind, n, cfg.threads, "cuda")
         return
 
     cores = os.cpu_count() or 1
@@ -122,9 +128,27 @@ def connect(cfg: ClusterConfig) -> Iterator[tuple[object, ClusterInfo]]:
             cluster = stack.enter_context(LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
                 dashboard_address="127.0.0.1:0", silence_logs=logging.ERROR))
-        # the worker picks CUDA if any (with more workers than GPUs, they share the first)
-        kind = "local-shared-gpu" if dask_cuda_installed() and cuda_available() else "local-cpu"
-        yield stack.enter_context(Client(cluster)), ClusterInfo(kind, n, threads, "auto")
+        # the worker picks CUDA if any
+        yield stack.enter_context(Client(cluster)), ClusterInfo("local-cpu", n, threads, "auto")
+
+
+def gpu_visible_devices(n_workers: int, gpus: int) -> list[str]:
+    """``CUDA_VISIBLE_DEVICES`` of each of ``n_workers`` workers sharing ``gpus`` GPUs round-robin."""
+    return [str(i % gpus) for i in range(n_workers)]
+
+
+def gpu_sharing_cluster(n_workers: int, gpus: int) -> Any:
+    """A local cluster of ``n_workers`` process workers (nannies), each pinned to one of ``gpus``
+    GPUs through its own ``CUDA_VISIBLE_DEVICES``, several to a GPU: what dask-cuda does for one
+    worker per GPU. A small model leaves the GPU idle while its worker reads, tokenizes and
+    writes, so several workers per GPU keep it busier (``benchmarks/results/embed_gpu_workers.md``)."""
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}}
+    workers = {i: {"cls": Nanny, "options": {"nthreads": 1, "host": "127.0.0.1", "silence_logs": logging.ERROR,
+                                             "env": {"CUDA_VISIBLE_DEVICES": dev}}}
+               for i, dev in enumerate(gpu_visible_devices(n_workers, gpus))}
+    return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.ERROR, name="embedlab-gpu")
 
 
 @contextmanager

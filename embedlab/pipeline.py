@@ -29,7 +29,7 @@ from embedlab.chunk_stream import ChunkStream, make_chunker
 from embedlab.chunking import Chunker
 from embedlab.codes import CodeSpec, code_columns
 from embedlab.cluster import ClusterInfo, connect
-from embedlab.config import Dtype, EmbedConfig, EncodeConfig, to_jsonable
+from embedlab.config import Dtype, EmbedConfig, EncodeConfig, to_jsonable, workers_per_gpu_for
 from embedlab.corpus import CorpusError, Reject, read_corpus, resolve_format
 from embedlab.embed_result import EmbedResult
 from embedlab.encoder import resolve_dtype
@@ -286,7 +286,8 @@ def encode_partitions(cfg: EmbedConfig, store: Store, manifest: Manifest, first:
         The number of partitions planned (skipped or encoded).
     """
     started = time.perf_counter() if started is None else started
-    with connect(cfg.cluster) as (client, cluster):
+    dim = describe(cfg.encode.model, cfg.encode.revision).dim
+    with connect(workers_per_gpu_for(cfg.cluster, dim)) as (client, cluster):
         encode = encode_config_for(cfg.encode, cluster)
         result.cluster = dataclasses.asdict(cluster)
         warm = [client.submit(load_encoder, encode, workers=[w], allow_other_workers=True, pure=False)

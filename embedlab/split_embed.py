@@ -34,7 +34,7 @@ import numpy as np
 from embedlab.backends import describe
 from embedlab.cluster import connect
 from embedlab.codes import CodeSpec
-from embedlab.config import CorpusFormat, EmbedConfig, EncodeConfig
+from embedlab.config import CorpusFormat, EmbedConfig, EncodeConfig, workers_per_gpu_for
 from embedlab.corpus import CorpusError, Reject, parquet_columns, reader_config, short
 from embedlab.embed_result import EmbedResult
 from embedlab.files import EnvironmentFault, atomic_write_bytes, atomic_write_json
@@ -233,7 +233,8 @@ class SplitJob:
 def encode_splits(cfg: EmbedConfig, job: SplitJob, works: list[SplitWork], started: float) -> None:
     """Run ``works`` on the cluster ``cfg.cluster`` describes; each lands in ``job``."""
     result = job.result
-    with connect(cfg.cluster) as (client, cluster):
+    dim = describe(cfg.encode.model, cfg.encode.revision).dim
+    with connect(workers_per_gpu_for(cfg.cluster, dim)) as (client, cluster):
         encode = encode_config_for(cfg.encode, cluster)
         result.cluster = dataclasses.asdict(cluster)
         warm = [client.submit(load_encoder, encode, workers=[w], allow_other_workers=True, pure=False)

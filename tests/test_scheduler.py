@@ -120,3 +120,20 @@ def test_local_workers_keep_glibc_malloc_and_wake_rarely(monkeypatch):
     assert worker["tick"] == scheduler["tick"] == 1000
     assert worker["memory_monitor"] == 1000 and worker["monitor"] == scheduler["monitor"] == 5000
     assert worker["heartbeat"] <= 1000  # liveness is not slowed
+
+
+def test_workers_sharing_gpus_each_see_one_gpu_round_robin():
+    """More workers than GPUs (several per GPU for a small model): each worker process is pinned to
+    one GPU by its own CUDA_VISIBLE_DEVICES, as dask-cuda pins one worker per GPU. The cluster is
+    real (a scheduler and three nannies); the pinning needs no GPU to be checked."""
+    from distributed import Client
+
+    from embedlab.cluster import gpu_sharing_cluster
+    from embedlab.config import ClusterConfig, workers_per_gpu_for
+
+    with gpu_sharing_cluster(3, 2) as cluster, Client(cluster) as client:
+        seen = client.run(lambda dask_worker: (dask_worker.name, os.environ.get("CUDA_VISIBLE_DEVICES")))
+    assert sorted(seen.values()) == [(0, "0"), (1, "1"), (2, "0")]
+    assert workers_per_gpu_for(ClusterConfig(), 384).workers_per_gpu == 4
+    assert workers_per_gpu_for(ClusterConfig(), 768).workers_per_gpu == 1
+    assert workers_per_gpu_for(ClusterConfig(workers_per_gpu=2), 384).workers_per_gpu == 2
