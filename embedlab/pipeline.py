@@ -28,7 +28,7 @@ from embedlab.backends import describe, worker_encoder
 from embedlab.chunk_stream import ChunkStream, make_chunker
 from embedlab.chunking import Chunker
 from embedlab.cluster import ClusterInfo, connect
-from embedlab.config import Dtype, EmbedConfig, EncodeConfig, to_jsonable
+from embedlab.config import Dtype, EmbedConfig, EncodeConfig, is_url, to_jsonable
 from embedlab.corpus import CorpusError, Reject, read_corpus, resolve_format
 from embedlab.embed_result import EmbedResult
 from embedlab.encoder import resolve_dtype
@@ -36,6 +36,7 @@ from embedlab.files import EnvironmentFault, probe_writable
 from embedlab.index import ID_SCHEME
 from embedlab.jobs import run_on_cluster
 from embedlab.partition import Partition
+from embedlab.remote_read import url_records
 from embedlab.store import (
     FORMAT_VERSION,
     Manifest,
@@ -193,7 +194,8 @@ def _embed_claimed(cfg: EmbedConfig, store: Store, chunker: Chunker, fmt: Any, p
     manifest = store.manifest()
     manifest.complete = False
     result = EmbedResult(out=cfg.out, corpus=str(path), corpus_format=fmt.value)
-    stream = ChunkStream(read_corpus(cfg.corpus), chunker, cfg.corpus.block_docs)
+    records = url_records(cfg.corpus) if is_url(cfg.corpus.path) else None  # object storage
+    stream = ChunkStream(read_corpus(cfg.corpus, records), chunker, cfg.corpus.block_docs)
 
     partitions = stream.partitions(cfg.partition_tokens)
     n_parts, first = skip_current(partitions, store, manifest, result)  # before any cluster starts
