@@ -100,18 +100,16 @@ def plan(cfg: EmbedConfig, chunk_tokens: int) -> tuple[list[SplitWork], CorpusFo
     settings = {"format": fmt.value, "id": reader.id_field, "text": reader.text_field, "title": reader.title_field,
                 "tokenizer": info.sha256, "chunk_tokens": chunk_tokens, "overlap": cfg.chunk.overlap,
                 "truncate": cfg.chunk.truncate, "partition_tokens": cfg.partition_tokens}
-    if is_url(path):  # object storage: listing, footers and gzip heads checked in embedlab.remote_read
-        splits = plan_url(path, fmt, reader, settings)
-    else:
-        try:
-            splits = plan_splits(str(path), split_bytes=reader.split_bytes, settings=settings)
-        except SplitError as e:
-            raise CorpusError(str(e)) from None
-        for s in splits:
-            if s.kind == "jsonl.gz":
-                gzip_head(Path(s.url))
-        if fmt is CorpusFormat.TXT and path.is_file():
-            splits = [replace(s, url=str(path.parent)) for s in splits]
+    try:  # a URL: listing, footers and gzip heads checked in embedlab.remote_read
+        splits = (plan_url(path, fmt, reader, settings) if is_url(path) else
+                  plan_splits(str(path), split_bytes=reader.split_bytes, settings=settings))
+    except SplitError as e:
+        raise CorpusError(str(e)) from None
+    for s in splits:
+        if s.kind == "jsonl.gz" and not is_url(s.url):
+            gzip_head(Path(s.url))
+    if fmt is CorpusFormat.TXT and not is_url(path) and path.is_file():
+        splits = [replace(s, url=str(path.parent)) for s in splits]
     works = [SplitWork(split=s, number=i, fmt=fmt, corpus=reader, tokenizer=info.path,
                        trust_remote_code=cfg.encode.trust_remote_code, chunk_tokens=chunk_tokens,
                        overlap=cfg.chunk.overlap, truncate=cfg.chunk.truncate,

@@ -128,33 +128,44 @@ def test_a_prefix_of_jsonl_objects_embeds_as_the_same_files_on_disk(s3, tmp_path
     assert 0 < changed.partitions_encoded < changed.partitions and Store(changed.out).verify() == []
 
 
-def test_gzip_parquet_and_txt_objects_and_a_limit_read_as_on_disk(s3, tmp_path, scifact_docs):
+def same_store(s3: S3Server, url: str, path: Path, out: Path, local_options: dict | None = None, **extra):
+    """Embed ``url`` and the local ``path`` alike; their stores are the same bytes."""
+    remote = embedlab.embed(url, out / "remote", storage_options=s3.options, **extra, **FAST)
+    local = embedlab.embed(path, out / "local", **(local_options or {}), **extra, **FAST)
+    assert (remote.splits, remote.documents, remote.chunks) == (local.splits, local.documents, local.chunks)
+    assert store_bytes(remote.out) == store_bytes(local.out)
+    return remote
+
+
+def test_gzip_objects_and_a_limit_read_as_on_disk(s3, tmp_path, scifact_docs):
+    blob = "".join(json.dumps(d) + "\n" for d in scifact_docs[:120]).encode()
+    (tmp_path / "all.jsonl").write_bytes(blob)
+    half = blob.index(b"\n", len(blob) // 2) + 1
+    put_parts(s3, tmp_path / "gz", "gz", [gzip.compress(blob[:half]), gzip.compress(blob[half:])], suffix=".jsonl.gz")
+    gz = same_store(s3, "s3://bkt/gz/", tmp_path / "gz", tmp_path / "gz-out", {"format": "jsonl"},
+                    split_bytes=4000)
+    assert gz.splits == 2 and gz.documents == 120  # one split per gzip object, whatever --split-bytes says
+    # --limit: the driver's own stream, object after object
+    limited = same_store(s3, "s3://bkt/gz/", tmp_path / "all.jsonl", tmp_path / "limit-out", limit=70)
+    assert limited.splits == 0 and limited.documents == 70
+
+
+def test_parquet_and_txt_objects_read_as_on_disk(s3, tmp_path, scifact_docs):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     docs = scifact_docs[:120]
-    blob = "".join(json.dumps(d) + "\n" for d in docs).encode()
-    (tmp_path / "all.jsonl").write_bytes(blob)
-    half = blob.index(b"\n", len(blob) // 2) + 1
-    put_parts(s3, tmp_path / "gz", "gz", [gzip.compress(blob[:half]), gzip.compress(blob[half:])], suffix=".jsonl.gz")
     table = pa.table({k: [d[k] for d in docs] for k in ("_id", "title", "text")})
     pq.write_table(table, tmp_path / "c.parquet", row_group_size=25)
     s3.fs.put(str(tmp_path / "c.parquet"), "bkt/pq/c.parquet")
+    parquet = same_store(s3, "s3://bkt/pq/c.parquet", tmp_path / "c.parquet", tmp_path / "pq-out", split_bytes=5000)
+    assert parquet.splits == 5 and parquet.documents == 120  # runs of row groups
     for d in docs[:20]:
         (tmp_path / "txt" / d["_id"][:1]).mkdir(parents=True, exist_ok=True)
         (tmp_path / "txt" / d["_id"][:1] / f"{d['_id']}.txt").write_text(d["text"])
         s3.fs.pipe(f"bkt/txt/{d['_id'][:1]}/{d['_id']}.txt", d["text"].encode())
-    cases = [("s3://bkt/gz/", tmp_path / "gz", {}),  # one split per gzip object
-             ("s3://bkt/pq/c.parquet", tmp_path / "c.parquet", {"split_bytes": 5000}),  # row groups
-             ("s3://bkt/txt", tmp_path / "txt", {"split_bytes": 6000}),
-             ("s3://bkt/gz/", tmp_path / "all.jsonl", {"limit": 70})]  # the driver's stream, object by object
-    for n, (url, path, extra) in enumerate(cases):
-        remote = embedlab.embed(url, tmp_path / f"r{n}", storage_options=s3.options, **extra, **FAST)
-        local = embedlab.embed(path, tmp_path / f"l{n}", **extra, **({"format": "jsonl"} if n == 0 else {}),
-                               **FAST)
-        assert (remote.splits, remote.documents, remote.chunks) == (local.splits, local.documents, local.chunks)
-        assert remote.documents == (120, 120, 20, 70)[n] and remote.splits == (2, 5, 5, 0)[n]
-        assert store_bytes(remote.out) == store_bytes(local.out)
+    txt = same_store(s3, "s3://bkt/txt", tmp_path / "txt", tmp_path / "txt-out", split_bytes=6000)
+    assert txt.splits == 5 and txt.documents == 20  # lists of objects; ids relative to the prefix
 
 
 def test_a_missing_object_fails_in_one_line_naming_the_url(s3, tmp_path):
