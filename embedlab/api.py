@@ -60,7 +60,7 @@ def embed_config(corpus: str | Path, out: str | Path, **options: Any) -> EmbedCo
             known = sorted(({f.name for c in _GROUPS.values() for f in dataclasses.fields(c)} | own)
                            - {"path"})
             raise TypeError(f"embed() got an unknown option {key!r}; options: {', '.join(known)}")
-    return EmbedConfig(corpus=CorpusConfig(path=Path(corpus), **parts["corpus"]), out=Path(out),
+    return EmbedConfig(corpus=CorpusConfig(path=corpus, **parts["corpus"]), out=Path(out),
                        chunk=ChunkConfig(**parts["chunk"]), encode=EncodeConfig(**parts["encode"]),
                        cluster=ClusterConfig(**parts["cluster"]), **top)
 
@@ -69,13 +69,15 @@ def embed(corpus: str | Path, out: str | Path, **options: Any) -> EmbedResult:
     """Embed a corpus into a store folder (``embedlab embed CORPUS --out OUT``).
 
     Args:
-        corpus: BEIR ``corpus.jsonl[.gz]``, JSONL, Parquet, a folder of ``.txt`` files, or a BEIR folder.
+        corpus: BEIR ``corpus.jsonl[.gz]``, JSONL, Parquet, a folder of ``.txt`` files, or a BEIR folder;
+            a local path or an fsspec URL (``s3://bucket/prefix/``: see ``storage_options``).
         out: store folder; created, or resumed when it holds a store made with the same settings.
         **options: any config field, with that config's default when left out, e.g. ``limit``,
             ``format``, ``id_field``, ``text_field``, ``title_field``, ``chunk_tokens``, ``overlap``,
             ``truncate``, ``model``, ``dtype``, ``batch_size``, ``max_batch_tokens``, ``device``,
             ``compile``, ``workers``, ``threads``, ``scheduler``, ``split_bytes``, ``partition_tokens``,
-            ``progress``.
+            ``progress``, ``storage_options`` (fsspec options of a URL corpus: ``endpoint_url``,
+            ``key``, ``secret``, ...).
 
     Returns:
         What the run did; ``result.summary()`` names the corpus and format read.

@@ -8,12 +8,32 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import asdict, dataclass, field, replace
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 SAMPLE_CORPUS = Path(__file__).parent / "data" / "sample_corpus.jsonl"  # shipped with embedlab
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_url(path: Any) -> bool:
+    """True for a corpus that fsspec reads (``s3://``, ``gs://``, ``az://``, ``https://``, ...)."""
+    return isinstance(path, str) and bool(_URL.match(path))
+
+
+def corpus_location(path: str | os.PathLike) -> Path | str:
+    """A corpus path as the readers take it: a URL stays a string (``Path`` would fold its ``//``),
+    a ``file://`` URL becomes the local path it names, anything else a ``Path``."""
+    if is_url(path):
+        if path.lower().startswith("file://"):
+            from urllib.parse import unquote, urlsplit
+
+            return Path(unquote(urlsplit(path).path))
+        return path
+    return Path(path)
 
 
 def default_corpus() -> Path:
@@ -59,7 +79,7 @@ def parse_enum(kind: type[enum.Enum], value: Any, what: str) -> Any:
 
 @dataclass(frozen=True, kw_only=True)
 class CorpusConfig:
-    path: Path
+    path: Path | str  # a local path, or a URL fsspec reads (kept as a string; see corpus_location)
     format: CorpusFormat = CorpusFormat.AUTO
     id_field: str = "_id"  # generic JSONL / Parquet: the column holding the document id
     text_field: str = "text"  # generic JSONL / Parquet: the column holding the text
@@ -68,9 +88,13 @@ class CorpusConfig:
     block_docs: int = 1024  # documents read and tokenized per block; bounds a reader's memory
     split_bytes: int = 16 << 20  # corpus bytes per split, the unit a worker reads on its own
     # (a JSONL byte range, Parquet row groups, .txt files; a .gz file is always one split)
+    storage_options: Mapping[str, Any] = field(default_factory=dict, metadata={"secret": True})
+    # fsspec options for a URL corpus (endpoint_url, key, secret, anon, ...); they travel with each
+    # split task, and no store or summary records them
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(self.path))
+        object.__setattr__(self, "path", corpus_location(self.path))
+        object.__setattr__(self, "storage_options", dict(self.storage_options))
         object.__setattr__(self, "format", parse_enum(CorpusFormat, self.format, "corpus format"))
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1; got {self.limit}")
@@ -185,9 +209,10 @@ class EmbedConfig:
 
 
 def to_jsonable(obj: Any) -> Any:
-    """A config as plain JSON values (enums by value, paths as strings)."""
+    """A config as plain JSON values (enums by value, paths as strings), without its secret fields
+    (storage options may hold credentials: a store never records them)."""
     if hasattr(obj, "__dataclass_fields__"):
-        obj = asdict(obj)
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in fields(obj) if not f.metadata.get("secret")}
     if isinstance(obj, dict):
         return {k: to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

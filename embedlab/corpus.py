@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedlab.config import CorpusConfig, CorpusFormat
+from embedlab.config import CorpusConfig, CorpusFormat, is_url
 from embedlab.files import reporting
 from embedlab.lines import Cut, NotCompressedError, check_unchanged, iter_lines
+from embedlab.remote import resolve_url
+from embedlab.splits import SplitError
 
 UTF8_BOM = b"\xef\xbb\xbf"
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # a str holds a paired surrogate as one code point
@@ -50,9 +52,15 @@ class CorpusError(ValueError):
     """The corpus as a whole cannot be read (missing path, unknown format)."""
 
 
-def resolve_format(cfg: CorpusConfig) -> tuple[CorpusFormat, Path]:
-    """The concrete format and file (or folder) to read for ``cfg``."""
+def resolve_format(cfg: CorpusConfig) -> tuple[CorpusFormat, Path | str]:
+    """The concrete format and file (or folder) to read for ``cfg`` (a URL: from its listing)."""
     path = cfg.path
+    if is_url(path):
+        try:
+            fmt, url = resolve_url(path, cfg.format.value, cfg.storage_options)
+        except SplitError as e:
+            raise CorpusError(str(e)) from None
+        return CorpusFormat(fmt), url
     if not path.exists():
         raise CorpusError(f"corpus path does not exist: {path}")
     if cfg.format is not CorpusFormat.AUTO:
@@ -83,27 +91,31 @@ def join_title(title: Any, text: str) -> str:
     return text.strip()
 
 
-def reader_config(cfg: CorpusConfig) -> tuple[CorpusFormat, Path, CorpusConfig]:
+def reader_config(cfg: CorpusConfig) -> tuple[CorpusFormat, Path | str, CorpusConfig]:
     """The format, the file or folder to read, and ``cfg`` with BEIR's field names filled in."""
     fmt, path = resolve_format(cfg)
     if fmt is CorpusFormat.BEIR:
         cfg = CorpusConfig(path=path, format=fmt, id_field="_id", text_field="text", title_field="title",
-                           limit=cfg.limit, block_docs=cfg.block_docs, split_bytes=cfg.split_bytes)
+                           limit=cfg.limit, block_docs=cfg.block_docs, split_bytes=cfg.split_bytes,
+                           storage_options=cfg.storage_options)
     return fmt, path, cfg
 
 
-def read_corpus(cfg: CorpusConfig) -> Iterator[Record]:
+def read_corpus(cfg: CorpusConfig, records: Iterator[Record] | None = None) -> Iterator[Record]:
     """Yield every record of the corpus in file order, good and bad.
 
     Duplicate ids are rejected (the first one wins) and ``cfg.limit`` counts good documents.
+    ``records``: the corpus's records as read elsewhere (a URL corpus:
+    :func:`embedlab.remote_read.url_records`); None: read from the local path here.
     """
-    fmt, path, cfg = reader_config(cfg)
-    if fmt in (CorpusFormat.BEIR, CorpusFormat.JSONL):
-        records = read_jsonl(path, cfg)
-    elif fmt is CorpusFormat.PARQUET:
-        records = read_parquet(path, cfg)
-    else:
-        records = read_txt_files(txt_files(path), path if path.is_dir() else path.parent)
+    if records is None:
+        fmt, path, cfg = reader_config(cfg)
+        if fmt in (CorpusFormat.BEIR, CorpusFormat.JSONL):
+            records = read_jsonl(path, cfg)
+        elif fmt is CorpusFormat.PARQUET:
+            records = read_parquet(path, cfg)
+        else:
+            records = read_txt_files(txt_files(path), path if path.is_dir() else path.parent)
     seen: dict[str, str] = {}
     good = 0
     for rec in records:
@@ -269,9 +281,13 @@ def _parse_int(digits: str) -> int | str:
 
 
 def read_jsonl(path: Path, cfg: CorpusConfig) -> Iterator[Record]:
-    source = str(path)
+    yield from jsonl_records(iter_lines(path), cfg, str(path))
+
+
+def jsonl_records(items: Iterator[tuple[int, bytes] | Cut], cfg: CorpusConfig, source: str) -> Iterator[Record]:
+    """The records of numbered raw lines (:func:`embedlab.lines.iter_lines`), a cut as a reject."""
     try:
-        for item in iter_lines(path):
+        for item in items:
             if isinstance(item, Cut):
                 yield Reject(source, item.line, None, item.reason)
                 continue
@@ -282,20 +298,23 @@ def read_jsonl(path: Path, cfg: CorpusConfig) -> Iterator[Record]:
         raise CorpusError(str(e)) from None
 
 
-def parquet_columns(path: Path, cfg: CorpusConfig) -> list[str]:
-    """The columns a Parquet corpus file is read with (its footer only).
+def parquet_columns(path: Path | str, cfg: CorpusConfig, names: list[str] | None = None) -> list[str]:
+    """The columns a Parquet corpus file is read with (its footer only; ``names``: its columns,
+    when the footer is read already).
 
     Raises:
         CorpusError: the file is no readable Parquet file, or lacks the id or text column.
     """
     import pyarrow.parquet as pq
 
-    try:
-        names = set(pq.read_schema(path).names)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # pyarrow raises ArrowInvalid / OSError for a broken file
-        raise CorpusError(f"{path}: not a readable Parquet file: {e}") from e
+    if names is None:
+        try:
+            names = pq.read_schema(path).names
+        except FileNotFoundError:
+            raise
+        except Exception as e:  # pyarrow raises ArrowInvalid / OSError for a broken file
+            raise CorpusError(f"{path}: not a readable Parquet file: {e}") from e
+    names = set(names)
     for name in (cfg.id_field, cfg.text_field):
         if name not in names:
             raise CorpusError(f"{path}: no column {name!r}; columns are {sorted(names)}")
@@ -324,26 +343,32 @@ def read_parquet(path: Path, cfg: CorpusConfig, groups: range | None = None,
     except Exception as e:  # pyarrow raises ArrowInvalid / OSError for a broken file
         raise CorpusError(f"{source}: not a readable Parquet file: {e}") from e
     with pf:
-        columns = parquet_columns(path, cfg)
-        row = first_row
-        n_groups = pf.num_row_groups
-        for g in groups if groups is not None else range(n_groups):
-            end = row + pf.metadata.row_group(g).num_rows
-            try:
-                for batch in pf.iter_batches(batch_size=cfg.block_docs, row_groups=[g], columns=columns):
-                    for obj in _batch_rows(batch):
-                        row += 1
-                        yield (Reject(source, row, None, unreadable(obj))
-                               if isinstance(obj, Exception) else record_from_json(obj, cfg, source, row))
-            except Exception as e:  # noqa: BLE001 - a damaged row group costs its rows only
-                why = f"cannot be read: {short(str(e), 200)}"
-            else:
-                why = "are missing: the row group holds fewer rows than the file's footer says"
-            if row < end:
-                yield Reject(source, row + 1, None,
-                             f"rows {row + 1}-{end} (row group {g + 1} of {n_groups}) {why}")
-            row = max(row, end)
+        yield from parquet_records(pf, source, cfg, parquet_columns(path, cfg), groups, first_row)
     check_unchanged(path, before)
+
+
+def parquet_records(pf: Any, source: str, cfg: CorpusConfig, columns: list[str], groups: range | None,
+                    first_row: int) -> Iterator[Record]:
+    """The rows of the row groups ``groups`` of an open ``pyarrow.parquet.ParquetFile``, in order
+    (see :func:`read_parquet`)."""
+    row = first_row
+    n_groups = pf.num_row_groups
+    for g in groups if groups is not None else range(n_groups):
+        end = row + pf.metadata.row_group(g).num_rows
+        try:
+            for batch in pf.iter_batches(batch_size=cfg.block_docs, row_groups=[g], columns=columns):
+                for obj in _batch_rows(batch):
+                    row += 1
+                    yield (Reject(source, row, None, unreadable(obj))
+                           if isinstance(obj, Exception) else record_from_json(obj, cfg, source, row))
+        except Exception as e:  # noqa: BLE001 - a damaged row group costs its rows only
+            why = f"cannot be read: {short(str(e), 200)}"
+        else:
+            why = "are missing: the row group holds fewer rows than the file's footer says"
+        if row < end:
+            yield Reject(source, row + 1, None,
+                         f"rows {row + 1}-{end} (row group {g + 1} of {n_groups}) {why}")
+        row = max(row, end)
 
 
 def _batch_rows(batch: Any) -> list[dict[str, Any] | Exception]:
@@ -380,10 +405,10 @@ def read_txt_files(files: list[Path], root: Path) -> Iterator[Record]:
             continue
         with reporting(f, "read the corpus file"):
             raw = f.read_bytes()
-        yield guarded(lambda: _txt_record(raw, source, doc_id), source, 0)
+        yield guarded(lambda: txt_record(raw, source, doc_id), source, 0)
 
 
-def _txt_record(raw: bytes, source: str, doc_id: str) -> Record:
+def txt_record(raw: bytes, source: str, doc_id: str) -> Record:
     if raw.startswith(UTF8_BOM):
         raw = raw[len(UTF8_BOM):]
     if not raw:

@@ -48,7 +48,7 @@ def iter_lines(path: Path) -> Iterator[tuple[int, bytes] | Cut]:
         before = os.fstat(fh.fileno())
         with reporting(path, "read the corpus file"):
             if path.name.endswith(".gz"):
-                yield from _gzip_lines(fh, path)
+                yield from gzip_lines(fh, path)
                 read = None  # a gzip file cut by a shrink shows as a truncated one
             else:
                 yield from enumerate(fh, start=1)
@@ -72,7 +72,8 @@ def check_unchanged(path: Path, before: os.stat_result, read: int | None = None)
                                f"{now.st_size:,} bytes while it was read", True)
 
 
-def _gzip_lines(fh: BinaryIO, path: Path) -> Iterator[tuple[int, bytes] | Cut]:
+def gzip_lines(fh: BinaryIO, path: Path | str) -> Iterator[tuple[int, bytes] | Cut]:
+    """:func:`iter_lines` of a gzip stream already open (a local file or an object store's)."""
     decomp = zlib.decompressobj(16 + zlib.MAX_WBITS)
     pending = bytearray()  # the line being read; a line of many MB grows it, never re-scans it
     line = 0

@@ -29,7 +29,7 @@ from embedlab.chunk_stream import ChunkStream, make_chunker
 from embedlab.chunking import Chunker
 from embedlab.codes import CodeSpec, code_columns
 from embedlab.cluster import ClusterInfo, connect
-from embedlab.config import Dtype, EmbedConfig, EncodeConfig, to_jsonable, workers_per_gpu_for
+from embedlab.config import Dtype, EmbedConfig, EncodeConfig, is_url, to_jsonable, workers_per_gpu_for
 from embedlab.corpus import CorpusError, Reject, read_corpus, resolve_format
 from embedlab.embed_result import EmbedResult
 from embedlab.encoder import resolve_dtype
@@ -37,6 +37,7 @@ from embedlab.files import EnvironmentFault, probe_writable
 from embedlab.index import ID_SCHEME
 from embedlab.jobs import run_on_cluster
 from embedlab.partition import Partition
+from embedlab.remote_read import url_records
 from embedlab.store import (
     FORMAT_VERSION,
     Manifest,
@@ -202,7 +203,8 @@ def _embed_claimed(cfg: EmbedConfig, store: Store, chunker: Chunker, fmt: Any, p
     manifest = store.manifest()
     manifest.complete = False
     result = EmbedResult(out=cfg.out, corpus=str(path), corpus_format=fmt.value)
-    stream = ChunkStream(read_corpus(cfg.corpus), chunker, cfg.corpus.block_docs)
+    records = url_records(cfg.corpus) if is_url(cfg.corpus.path) else None  # object storage
+    stream = ChunkStream(read_corpus(cfg.corpus, records), chunker, cfg.corpus.block_docs)
 
     partitions = stream.partitions(cfg.partition_tokens)
     n_parts, first = skip_current(partitions, store, manifest, result)  # before any cluster starts

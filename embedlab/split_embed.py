@@ -34,7 +34,7 @@ import numpy as np
 from embedlab.backends import describe
 from embedlab.cluster import connect
 from embedlab.codes import CodeSpec
-from embedlab.config import CorpusFormat, EmbedConfig, EncodeConfig, workers_per_gpu_for
+from embedlab.config import CorpusFormat, EmbedConfig, EncodeConfig, is_url, workers_per_gpu_for
 from embedlab.corpus import CorpusError, Reject, parquet_columns, reader_config, short
 from embedlab.embed_result import EmbedResult
 from embedlab.files import EnvironmentFault, atomic_write_bytes, atomic_write_json
@@ -43,6 +43,7 @@ from embedlab.lines import NotCompressedError, iter_lines
 from embedlab.chunk_stream import make_chunker
 from embedlab.pipeline import EmptyCorpusError, encode_config_for, load_encoder, prepare_store, write_rejects
 from embedlab.pipeline import embed as embed_on_driver
+from embedlab.remote_read import plan_url
 from embedlab.split_task import (SPLIT_STRIDE, SplitOutcome, SplitWork, calibrate_split_task, embed_split_task,
                                  npy_bytes)
 from embedlab.splits import SplitError, plan_splits
@@ -91,24 +92,25 @@ def _embed_claimed(cfg: EmbedConfig, store: Store, works: list[SplitWork], fmt: 
     return result
 
 
-def plan(cfg: EmbedConfig, chunk_tokens: int) -> tuple[list[SplitWork], CorpusFormat, Path]:
+def plan(cfg: EmbedConfig, chunk_tokens: int) -> tuple[list[SplitWork], CorpusFormat, Path | str]:
     """The corpus's splits as tasks, its format and path, from metadata alone; a missing or
     unreadable corpus fails here."""
     fmt, path, reader = reader_config(cfg.corpus)
-    if fmt is CorpusFormat.PARQUET:
+    if fmt is CorpusFormat.PARQUET and not is_url(path):
         parquet_columns(path, reader)  # the footer only: a missing column fails before any cluster
     info = describe(cfg.encode.model, cfg.encode.revision)
     settings = {"format": fmt.value, "id": reader.id_field, "text": reader.text_field, "title": reader.title_field,
                 "tokenizer": info.sha256, "chunk_tokens": chunk_tokens, "overlap": cfg.chunk.overlap,
                 "truncate": cfg.chunk.truncate, "partition_tokens": cfg.partition_tokens}
-    try:
-        splits = plan_splits(str(path), split_bytes=reader.split_bytes, settings=settings)
+    try:  # a URL: listing, footers and gzip heads checked in embedlab.remote_read
+        splits = (plan_url(path, fmt, reader, settings) if is_url(path) else
+                  plan_splits(str(path), split_bytes=reader.split_bytes, settings=settings))
     except SplitError as e:
         raise CorpusError(str(e)) from None
     for s in splits:
-        if s.kind == "jsonl.gz":
+        if s.kind == "jsonl.gz" and not is_url(s.url):
             gzip_head(Path(s.url))
-    if fmt is CorpusFormat.TXT and path.is_file():
+    if fmt is CorpusFormat.TXT and not is_url(path) and path.is_file():
         splits = [replace(s, url=str(path.parent)) for s in splits]
     works = [SplitWork(split=s, number=i, fmt=fmt, corpus=reader, tokenizer=info.path,
                        trust_remote_code=cfg.encode.trust_remote_code, chunk_tokens=chunk_tokens,

@@ -37,7 +37,7 @@ import numpy as np
 
 from embedlab.chunking import Chunker
 from embedlab.codes import CALIBRATION_ROWS, CodeSpec, calibrate
-from embedlab.config import CorpusConfig, CorpusFormat, EncodeConfig
+from embedlab.config import CorpusConfig, CorpusFormat, EncodeConfig, is_url
 from embedlab.corpus import (UTF8_BOM, CorpusError, Document, Record, Reject, read_jsonl, read_jsonl_line,
                              read_parquet, read_txt_files, short)
 from embedlab.backends import worker_encoder
@@ -46,6 +46,7 @@ from embedlab.files import EnvironmentFault, atomic_write_bytes
 from embedlab.partition import Partition
 from embedlab.chunk_stream import ChunkStream
 from embedlab.pipeline import encode_partition, write_partition
+from embedlab.remote_read import UrlSplit
 from embedlab.splits import Split, read_split
 from embedlab.store import PartitionEntry, Store
 
@@ -136,7 +137,11 @@ class SplitReader:
 
     def _records(self) -> Iterator[Record]:
         split, cfg = self.work.split, self.work.corpus
-        if split.kind == "txt":
+        if is_url(split.url):  # object storage: embedlab.remote_read
+            url_split = UrlSplit(split, cfg)
+            yield from url_split
+            self.lines = url_split.lines
+        elif split.kind == "txt":
             root = Path(split.url)
             yield from read_txt_files([Path(u) for u, _, _ in split.files], root)
         elif split.kind == "parquet":

@@ -286,7 +286,7 @@ def read_split(split: Split, *, columns: list[str] | None = None, batch_rows: in
             with gzip.open(raw, "rb") as fh:
                 yield from _lines(fh, split.url, 0)
         else:
-            yield from _jsonl_range(raw, split)
+            yield from jsonl_range(raw, split)
 
 
 def _lines(fh: Any, source: str, pos: int, end: int | None = None) -> Iterator[RawRecord]:
@@ -299,7 +299,8 @@ def _lines(fh: Any, source: str, pos: int, end: int | None = None) -> Iterator[R
         pos += len(line)
 
 
-def _jsonl_range(raw: Any, split: Split) -> Iterator[RawRecord]:
+def jsonl_range(raw: Any, split: Split) -> Iterator[RawRecord]:
+    """The lines a ``jsonl`` split owns, read from ``raw`` (a seekable binary file)."""
     if split.start >= split.end:
         return
     fh = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw, _READ_BLOCK)

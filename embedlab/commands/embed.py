@@ -2,25 +2,34 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Optional
+from urllib.parse import urlsplit
 
 import typer
 
 from embedlab.config import (ChunkConfig, ClusterConfig, CorpusConfig, EmbedConfig, EncodeConfig,
-                             default_corpus)
+                             corpus_location, default_corpus)
 from embedlab.errors import print_result, reported, usage
 
 
-def default_out(corpus: Path) -> Path:
-    """``runs/<corpus name>``: ``runs/scifact`` for ``.../scifact/corpus.jsonl.gz``."""
-    stem = corpus.name.split(".")[0] if corpus.is_file() else corpus.name
-    return Path("runs") / (corpus.parent.name if stem == "corpus" else stem)
+def default_out(corpus: Path | str) -> Path:
+    """``runs/<corpus name>``: ``runs/scifact`` for ``.../scifact/corpus.jsonl.gz`` (or a URL's)."""
+    if isinstance(corpus, str):
+        parts = urlsplit(corpus)
+        path = PurePosixPath("/" + parts.netloc + parts.path.rstrip("/"))
+        stem = path.name.split(".")[0]
+    else:
+        path = corpus
+        stem = corpus.name.split(".")[0] if corpus.is_file() else corpus.name
+    return Path("runs") / (path.parent.name if stem == "corpus" else stem)
 
 
 def embed(
-    corpus: Annotated[Optional[Path], typer.Argument(
-        help="BEIR corpus.jsonl[.gz], JSONL, Parquet, a folder of .txt files, or a BEIR folder. "
+    corpus: Annotated[Optional[str], typer.Argument(
+        metavar="CORPUS",
+        help="BEIR corpus.jsonl[.gz], JSONL, Parquet, a folder of .txt files, or a BEIR folder: a local "
+             "path or an fsspec URL (s3://bucket/prefix/, gs://..., az://..., https://..., file://...). "
              "Default: ../shared/data/scifact/corpus.jsonl.gz when present, else a small bundled "
              "corpus (the summary names the one it read).", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(
@@ -96,18 +105,25 @@ def embed(
         "--codes", help="Also write codes beside the vectors, made where the vectors are (on the GPU "
         "before the copy back): 'binary' (sign bits, dim/8 bytes), 'int8' (ranges calibrated once per "
         "store), or 'binary,int8'. Columns code_binary / code_int8 of each Parquet file.")] = "",
+    storage_option: Annotated[Optional[list[str]], typer.Option(
+        "--storage-option", metavar="KEY=VALUE",
+        help="An fsspec option of a URL corpus (repeatable): endpoint_url=http://HOST:PORT, key=..., "
+             "secret=..., anon=true, client_kwargs.region_name=...; the storage's own environment "
+             "variables (AWS_ENDPOINT_URL, AWS_PROFILE, ...) work too.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Embed a corpus: chunk it, encode every chunk on a Dask cluster, write Parquet and FAISS shards."""
     from embedlab.codes import parse_codes
+    from embedlab.remote import parse_storage_options
     from embedlab.split_embed import embed as run
 
-    corpus = corpus or default_corpus()
-    out = out or default_out(corpus)
+    where = corpus_location(corpus) if corpus else default_corpus()
+    out = out or default_out(where)
     with usage():
         cfg = EmbedConfig(
-            corpus=CorpusConfig(path=corpus, format=corpus_format, id_field=id_field, text_field=text_field,
-                                title_field=title_field or None, limit=limit, split_bytes=split_bytes),
+            corpus=CorpusConfig(path=where, format=corpus_format, id_field=id_field, text_field=text_field,
+                                title_field=title_field or None, limit=limit, split_bytes=split_bytes,
+                                storage_options=parse_storage_options(storage_option or [])),
             out=out,
             chunk=ChunkConfig(chunk_tokens=chunk_tokens, overlap=overlap, truncate=truncate),
             encode=EncodeConfig(model=model, dtype=dtype, batch_size=batch_size,
