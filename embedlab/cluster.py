@@ -145,8 +145,9 @@ def gpu_sharing_cluster(n_workers: int, gpus: int) -> Any:
     from distributed import Nanny, Scheduler, SpecCluster
 
     scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}}
+    rayon = str(max(1, (os.cpu_count() or 1) // n_workers))  # the Rust tokenizer's threads: the host's cores, shared
     workers = {i: {"cls": Nanny, "options": {"nthreads": 1, "host": "127.0.0.1", "silence_logs": logging.ERROR,
-                                             "env": {"CUDA_VISIBLE_DEVICES": dev}}}
+                                             "env": {"CUDA_VISIBLE_DEVICES": dev, "RAYON_NUM_THREADS": rayon}}}
                for i, dev in enumerate(gpu_visible_devices(n_workers, gpus))}
     return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.ERROR, name="embedlab-gpu")
 
