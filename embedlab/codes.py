@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from embedlab import ops
+from embedlab.ops import calibrate_int8_ranges, quantize_binary, quantize_int8
 
 CODE_KINDS = ("binary", "int8")
 CALIBRATION_ROWS = 4096  # chunks of the first partition the int8 ranges are calibrated on
@@ -61,9 +61,9 @@ class CodeSpec:
         """The codes of float32 ``vectors`` made with :mod:`embedlab.ops`."""
         out: dict[str, np.ndarray] = {}
         if "binary" in self.kinds:
-            out["binary"] = ops.quantize_binary(vectors)
+            out["binary"] = quantize_binary(vectors)
         if "int8" in self.kinds:
-            out["int8"] = ops.quantize_int8(vectors, self.ranges)
+            out["int8"] = quantize_int8(vectors, self.ranges)
         return out
 
     def on_device(self, pooled: Any) -> dict[str, np.ndarray]:
@@ -75,7 +75,7 @@ class CodeSpec:
 
 def calibrate(vectors: np.ndarray) -> np.ndarray:
     """Per-dimension int8 ranges ``(2, dim)`` from the first :data:`CALIBRATION_ROWS` vectors."""
-    return ops.calibrate_int8_ranges(vectors[:CALIBRATION_ROWS])
+    return calibrate_int8_ranges(vectors[:CALIBRATION_ROWS])
 
 
 def code_columns(codes: dict[str, np.ndarray]) -> dict[str, Any]:
