@@ -141,6 +141,7 @@ class EncodeConfig:
     compile: bool | None = None  # torch.compile the model; None: off unless the
     # EMBEDLAB_COMPILE=1 environment variable says on (a ~5% gain on CPU that costs 8-25 s to compile)
     trust_remote_code: bool = False  # never run a model repository's own code unless asked
+    packed: bool = True  # CUDA fp16/bf16 BERT: packed tokens, flash varlen attention (embedlab.packed)
     keep_freed_memory: bool = True  # CPU: set this process's glibc malloc to keep freed memory
     # mapped, so forward passes stop page-faulting their activations (embedlab/malloc.py)
 

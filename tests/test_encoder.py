@@ -216,3 +216,29 @@ def test_int8_is_close_but_lossy_and_cpu_only(encoder, scifact_docs):
     assert c.min() > 0.93 and c.mean() > 0.96 and c.min() < 0.9999  # measurably lossy
     with pytest.raises(ValueError, match="CPU only"):
         Encoder(EncodeConfig(device="cuda", dtype="int8"))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
+def test_packed_bert_equals_the_padded_model(encoder, scifact_docs, pooling):
+    """The CUDA default for BERT at fp16/bf16 packs a batch's tokens (no padding) and runs attention
+    per sequence (flash varlen there; per-sequence SDPA here): the same vectors as the padded model,
+    whatever the pooling, on a batch of very unequal lengths."""
+    import torch
+
+    from embedlab.encoder import _pool
+    from embedlab.packed import PackedBert, packable, varlen_attention_available
+
+    assert packable(encoder.model) and not varlen_attention_available("cpu", torch.float16)
+    assert encoder.packed is None  # on the CPU the padded path stays the default
+    texts = [d["text"][: 40 + 60 * i] for i, d in enumerate(scifact_docs[:9])]
+    batch = encoder.tokenize(texts)
+    packed = PackedBert(encoder.model, "cpu", pooling, True, flash=False)
+    with torch.inference_mode():
+        got = packed.pooled(batch).numpy()
+        width = max(len(x) for x in batch)
+        ids = torch.tensor([list(x) + [encoder.pad_id] * (width - len(x)) for x in batch])
+        mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x in batch])
+        hidden = encoder.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        want = torch.nn.functional.normalize(_pool(hidden.float(), mask, pooling), p=2, dim=1).numpy()
+    assert len({len(x) for x in batch}) == 9
+    assert np.abs(got - want).max() < 2e-5

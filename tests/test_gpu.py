@@ -37,6 +37,17 @@ def test_cuda_encoder_gives_the_cpu_vectors(encoder, scifact_docs, dtype, floor)
     assert cosine(v, encoder.encode_texts(texts)).min() >= floor
 
 
+@pytest.mark.parametrize("dtype", ["fp16", "bf16"])
+def test_cuda_default_packs_tokens_and_keeps_the_padded_vectors(encoder, scifact_docs, dtype):
+    texts = [(d["title"] + " " + d["text"]).strip()[: 80 + 50 * i] for i, d in enumerate(scifact_docs[:64])]
+    packed = Encoder(EncodeConfig(device="cuda", dtype=dtype))
+    padded = Encoder(EncodeConfig(device="cuda", dtype=dtype, packed=False))
+    assert packed.packed is not None and padded.packed is None
+    v = packed.encode_texts(texts)
+    assert cosine(v, padded.encode_texts(texts)).min() >= 0.999
+    assert cosine(v, encoder.encode_texts(texts)).min() >= 0.99
+
+
 def test_embed_job_on_the_gpu_equals_the_cpu_run(tmp_path, encoder, scifact_docs):
     corpus = write_jsonl(tmp_path / "c.jsonl", scifact_docs[:40])
     r = embedlab.embed(corpus, tmp_path / "gpu", progress=False)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from gpu_common import cycle_pool, timed
-from variants import AsyncEncoder, FixedShapeRunner, PackedEncoder, fixed_batches, min_cosine
+from variants import AsyncEncoder, FixedShapeRunner, fixed_batches, min_cosine
 
 
 def _measure(b, fn, rows: int) -> tuple[float, np.ndarray]:
@@ -28,12 +28,12 @@ def _measure(b, fn, rows: int) -> tuple[float, np.ndarray]:
 
 
 def _cheap(b, model: str, dtype: str, batch: int, rec) -> None:
-    enc = b.encoder(model, dtype)
+    enc = b.encoder(model, dtype, packed=False)  # the padded path: the baseline of every variant
     n = max(batch, 8 if b.a.dry_run else 2048)
     n = -(-n // batch) * batch
     pool = cycle_pool(b.ids[model]["chunks"], n)
     rate0, ref = _measure(b, lambda: enc.encode_ids(pool, batch_size=batch, max_batch_tokens=0), n)
-    rec("default (Encoder.encode_ids, SDPA, rows)", rate0, rate0, ref, ref, 0.0)
+    rec("padded (Encoder.encode_ids, SDPA, rows; packed=False)", rate0, rate0, ref, ref, 0.0)
 
     def variant(name: str, setup, run, rows: int = n, base=(rate0, ref)) -> None:
         est = 5 * rows / base[0] + 5
@@ -45,8 +45,8 @@ def _cheap(b, model: str, dtype: str, batch: int, rec) -> None:
             obj = setup()
             setup_s = time.perf_counter() - t0
             rate, vec = _measure(b, lambda: run(obj), rows)
-            if hasattr(obj, "flash"):  # which attention the packed path could use here
-                name += " (flash varlen_attn)" if obj.flash else " (per-sequence SDPA loop: no varlen_attn here)"
+            if hasattr(obj, "packed"):  # whether the encoder packed its tokens here
+                name += " (flash varlen_attn)" if obj.packed is not None else " (not packed here: padded path)"
             rec(name, rate, base[0], vec, base[1], setup_s)
         except Exception as e:  # a variant that cannot run here is a result, not a crash
             rec(name, None, None, None, None, time.perf_counter() - t0, f"failed: {type(e).__name__}: {e}"[:300])
@@ -64,8 +64,8 @@ def _cheap(b, model: str, dtype: str, batch: int, rec) -> None:
             lambda e: e.encode_ids(pool, batch))
     variant("pinned + non-blocking + no mask on unpadded batches", lambda: AsyncEncoder(enc, drop_full_mask=True),
             lambda e: e.encode_ids(pool, batch))
-    variant("unpadded: packed tokens + varlen attention", lambda: PackedEncoder(enc),
-            lambda e: e.encode_ids(pool, batch))
+    variant("embedlab's CUDA default: packed tokens + varlen attention", lambda: b.encoder(model, dtype),
+            lambda e: e.encode_ids(pool, batch_size=batch, max_batch_tokens=0))
     # Token budgets against rows, on chunks and queries mixed (where lengths differ most).
     mixed = cycle_pool(b.ids[model]["chunks"] + b.ids[model]["queries"], n, seed=1)
     mrate, mref = _measure(b, lambda: enc.encode_ids(mixed, batch_size=batch, max_batch_tokens=0), n)
