@@ -176,6 +176,7 @@ def encoder_alone(e: E2E) -> None:
     e.rates = dict(alone)
     e.res.update(encoder_alone=alone, driver_chunking_chunks_per_s=driver,
                  chunks_per_corpus={k: len(v) for k, v in e.ids.items()}, batch_size=e.a.batch_size,
+                 tokens_per_chunk={k: float(np.mean([len(x) for x in v])) if v else 0.0 for k, v in e.ids.items()},
                  dtype=e.dtype, partition_tokens=e.a.partition_tokens)
 
 

@@ -161,6 +161,8 @@ def render_e2e(doc: dict[str, Any]) -> str:
     if doc.get("encoder_alone"):
         lines += ["encoder alone (same model, dtype and batch, in one process, pre-tokenized): "
                   + ", ".join(f"{k}: {fmt(v)} chunks/s" for k, v in doc["encoder_alone"].items()), ""]
+    if doc.get("tokens_per_chunk"):
+        lines += ["mean tokens per chunk: " + ", ".join(f"{k}: {v:.0f}" for k, v in doc["tokens_per_chunk"].items()), ""]
     if doc.get("codes"):
         c = doc["codes"]
         lines += ["## Codes made on the device", "",
