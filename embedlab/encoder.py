@@ -246,10 +246,9 @@ class Encoder:
 
     def __init__(self, cfg: EncodeConfig):
         import torch
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
+        from embedlab.checkpoint import load_checkpoint
+
         self.cfg = cfg
         self.info = describe_model(cfg.model, cfg.revision)
         self.device = pick_device(cfg.device)
@@ -262,10 +261,9 @@ class Encoder:
             torch.set_num_threads(cfg.torch_threads)
         self.keeps_freed_memory = self.device == "cpu" and cfg.keep_freed_memory and keep_freed_memory()
         self.torch_threads = torch.get_num_threads()
-        self.tokenizer = AutoTokenizer.from_pretrained(self.info.path,
-                                                       trust_remote_code=cfg.trust_remote_code)
-        model = AutoModel.from_pretrained(self.info.path, trust_remote_code=cfg.trust_remote_code)
-        model.eval()  # dropout off: a model left in train mode silently changes every vector
+        checkpoint = load_checkpoint(self.info.path, self.info.max_seq_length, cfg.trust_remote_code)
+        model, self.native, self._tokenize = checkpoint.model, checkpoint.native, checkpoint.tokenize
+        self.tokenizer = checkpoint.tokenizer
         self.torch_dtype = {Dtype.FP32: torch.float32, Dtype.FP16: torch.float16,
                             Dtype.BF16: torch.bfloat16, Dtype.INT8: torch.float32}[self.dtype]
         self.model = model.to(device=self.device, dtype=self.torch_dtype)
@@ -273,14 +271,14 @@ class Encoder:
             from embedlab.quantize import full_range_activations, quantize_int8
 
             self.model = quantize_int8(self.model, full_range_activations(flags))
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.pad_id = checkpoint.pad_id
         self.max_batch_tokens = batch_token_budget(cfg, self.device)
         self.stats = EncodeStats()
         self.compiled = False
         self.compile_error: str | None = None
+        self.packed = None  # packed tokens on CUDA: 1.43x for MiniLM (embedlab/packed.py)
         if wants_compile(cfg):
             self._compile()
-        self.packed = None  # packed tokens on CUDA: 1.43x for MiniLM (embedlab/packed.py)
         if (cfg.packed and not self.compiled and packable(model)
                 and varlen_attention_available(self.device, self.torch_dtype)):
             self.packed = PackedBert(self.model, self.device, self.info.pooling, self.info.normalize, flash=True)
@@ -310,9 +308,7 @@ class Encoder:
 
     def tokenize(self, texts: Sequence[str]) -> list[np.ndarray]:
         """Token ids per text, special tokens included, truncated at the model's max length."""
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.info.max_seq_length,
-                             add_special_tokens=True)
-        return [np.asarray(ids, dtype=np.int32) for ids in enc["input_ids"]]
+        return self._tokenize(texts)
 
     def encode_texts(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
         """``(n, dim)`` float32 vectors for ``texts``, in input order."""

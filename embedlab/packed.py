@@ -35,6 +35,10 @@ def varlen_attention_available(device: str, torch_dtype: Any) -> bool:
 
 def packable(model: Any) -> bool:
     """A plain BERT encoder (absolute positions), whose forward :class:`PackedBert` reproduces."""
+    from embedlab.bert import NativeBert
+
+    if isinstance(model, NativeBert):
+        return True
     config = getattr(model, "config", None)
     return (type(model).__name__ == "BertModel"
             and getattr(config, "position_embedding_type", "absolute") == "absolute"
