@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from embedlab import bert
+import embedlab.bert as bert
 
 
 @dataclass(frozen=True)
