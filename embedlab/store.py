@@ -196,11 +196,12 @@ class Store:
             return Manifest()
         return Manifest.from_json(read_json(self.manifest_path))
 
-    def write_manifest(self, manifest: Manifest) -> None:
-        """Commit ``manifest``: as one log record of what changed (format 2), else the whole file."""
+    def write_manifest(self, manifest: Manifest, sets: dict[str, Any] | None = None) -> None:
+        """Commit ``manifest``, and ``sets`` (format 2 only), as one log record of what changed;
+        format 1: the whole file."""
         if self.logged:
             with reporting(self.log.log.root, "commit to the store's log"):
-                self.log.write(manifest)
+                self.log.write(manifest, sets)
         else:
             atomic_write_json(self.manifest_path, manifest.to_json())
 

@@ -17,6 +17,7 @@ import os
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -119,11 +120,12 @@ def next_manifest(manifest: Manifest, added: Iterable[PartitionEntry],
     return new
 
 
-def commit(store: Store, manifest: Manifest, staged: Iterable[PartitionEntry]) -> None:
+def commit(store: Store, manifest: Manifest, staged: Iterable[PartitionEntry],
+           sets: dict[str, Any] | None = None) -> None:
     """Move the ``staged`` partitions' files into place and write ``manifest``: the commit.
 
-    Afterwards, files no manifest entry names (superseded generations) and the staging folder
-    are removed.
+    ``sets`` are values committed in the same record (a stream's feed position). Afterwards,
+    files no manifest entry names (superseded generations) and the staging folder are removed.
     """
     shutil.rmtree(store.merged_dir, ignore_errors=True)  # derived from the shards: now stale
     staging = store.staging
@@ -132,7 +134,7 @@ def commit(store: Store, manifest: Manifest, staged: Iterable[PartitionEntry]) -
             with reporting(store.root / rel, "move a staged partition into place"):
                 (store.root / rel).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(staging.root / rel, store.root / rel)
-    store.write_manifest(manifest)
+    store.write_manifest(manifest, sets=sets)
     store.remove_uncommitted(manifest)
     shutil.rmtree(staging.root, ignore_errors=True)
 

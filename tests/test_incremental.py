@@ -228,10 +228,10 @@ def test_crash_at_the_commit_point_rolls_back_and_the_rerun_completes(updated, v
     before = committed(out)
     real = Store.write_manifest
 
-    def crash(self, manifest):
+    def crash(self, manifest, **kw):
         if self.root == out:  # the store's own manifest (not the staging journal): the commit
             raise SystemExit("power cut")
-        real(self, manifest)
+        real(self, manifest, **kw)
 
     monkeypatch.setattr(Store, "write_manifest", crash)
     with pytest.raises(SystemExit):

@@ -87,6 +87,8 @@ def stream(
     max_delay_ms: Annotated[float, typer.Option(
         min=0, help="Longest a record waits for its micro-batch to fill, in ms.")] = StreamConfig.max_delay_ms,
     max_docs: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many records.")] = None,
+    read_ahead: Annotated[int, typer.Option(
+        min=1, help="Most records read ahead of the batch being committed.")] = StreamConfig.read_ahead,
     idle_exit_s: Annotated[Optional[float], typer.Option(
         min=0, help="Stop after this many seconds with nothing new.")] = None,
     model: Annotated[Optional[str], typer.Option(
@@ -109,7 +111,8 @@ def stream(
     """Embed arriving documents in micro-batches; report arrival-to-searchable latency and throughput.
 
     Stops after --max-docs records or --idle-exit-s of silence (or Ctrl-C); each batch is committed
-    as it lands, so an interrupted stream keeps every batch it finished.
+    as it lands, with the feed's read position in the same record, so an interrupted stream keeps
+    every batch it finished and a restart reads only the records after the last committed one.
     """
     from embedlab.config import ChunkConfig
     from embedlab.streaming import stream as run
@@ -120,7 +123,7 @@ def stream(
         cfg = StreamConfig(watch=watch, out=out, max_batch=max_batch, max_delay_ms=max_delay_ms,
                            max_docs=max_docs, idle_exit_s=idle_exit_s, model=model, chunk=chunk,
                            dtype=dtype, device=device, id_field=id_field, text_field=text_field,
-                           title_field=title_field or None, take_over=take_over)
+                           title_field=title_field or None, take_over=take_over, read_ahead=read_ahead)
     with reported(f"interrupted; every committed batch is in {out}."):
         result = run(cfg)
     typer.echo(json.dumps(result.to_json(), indent=2) if as_json else result.summary())
