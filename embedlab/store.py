@@ -53,8 +53,8 @@ import numpy as np
 from embedlab.files import atomic_write_bytes, atomic_write_json, reporting, sha256_file
 from embedlab.index import faiss_ids, shard_bytes
 from embedlab.manifest import Manifest, PartitionEntry, drop_tombstoned, part_name
-from embedlab.storecheck import (StoreError, StoreMismatchError, listed_problems, partition_problems,
-                                 read_checked_shard)
+from embedlab.storecheck import (LiveIds, StoreError, StoreMismatchError, listed_problems,
+                                 partition_problems, read_checked_shard)
 from embedlab.storelog import LOG_DIR, StoreLog
 
 STORE_FILE = "_embedlab.json"
@@ -393,12 +393,13 @@ class Store:
         listed_bad = listed_problems(self.root, manifest, sizes, hashes=hashes)
         problems += listed_bad
         if deep:
-            live: dict[int, int] = {}
+            live = LiveIds()
             for k in sorted(manifest.partitions):
                 e = manifest.partitions[k]
                 if not any(p.startswith((f"{self.root / e.parquet}:", f"{self.root / e.faiss}:"))
                            for p in listed_bad):
                     problems += partition_problems(self.root, e, live)
+            problems += live.problems(self.root, manifest)
         listed = manifest.files()
         # os.walk, unlike rglob, skips a folder that vanishes while it looks: a concurrent writer
         # removes its staging folder right after its commit.
