@@ -108,7 +108,7 @@ def main() -> None:
         intro = (f"Issue #20 target: driver and verify peak RSS within 10% (ratio <= 1.10) between {sizes[0]:,} "
                  f"and {sizes[1]:,} documents. Embed: `{MODEL}`, default partitions (65,536 tokens) and splits "
                  f"(16 MB); medians of {args.repeats} rounds, sizes in turn. Driver and verify: the process's own "
-                 "ru_maxrss; workers: /proc sampled every 0.1 s (bounded per partition, not a target)."
+                 "ru_maxrss; workers: /proc sampled every 0.1 s (bounded by the split and partition sizes, not a target)."
                  + busy_note(results.load_before))
         results.write_markdown("Memory flat: driver and verify peak RSS at 10x the documents", intro,
                                table + "\n\n" + spread, command_line())

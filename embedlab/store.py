@@ -33,8 +33,8 @@ checks the log and each listed file's size; a FAISS shard's sha256 is checked wh
 writers' recover / commit / compact steps) appends partitions and marks the rows it replaces or
 deletes as *tombstones* in the manifest entry of the partition holding them; readers
 (:meth:`Store.iter_tables`, :class:`embedlab.search.Searcher`) skip them, and compaction rewrites
-such a partition under its next *generation* name (``part-00003.g1.parquet``) without them.
-Until then the raw Parquet dataset still holds the tombstoned rows.
+such a partition under its next *generation* name (``part-00003.g1.parquet``) without them;
+an update does so itself, in its commit (copy-on-write), unless told to leave tombstones.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import dataclasses
 import hashlib
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,8 +144,10 @@ def discard_staging(store: Store) -> None:
     shutil.rmtree(store.staging.root, ignore_errors=True)
 
 
-def compact_entries(store: Store, manifest: Manifest) -> list[PartitionEntry]:
-    """Rewrite every partition with tombstones, without them, into staging as its next generation.
+def compact_entries(store: Store, manifest: Manifest, only: Collection[int] | None = None,
+                    ) -> list[PartitionEntry]:
+    """Rewrite every partition with tombstones (of ``only``, when given), without them, into
+    staging as its next generation.
 
     Returns:
         The new entries (files in ``store.staging``), to pass to :func:`commit`.
@@ -156,7 +158,7 @@ def compact_entries(store: Store, manifest: Manifest) -> list[PartitionEntry]:
     staging = store.staging
     for k in sorted(manifest.partitions):
         e = manifest.partitions[k]
-        if not e.tombstones:
+        if not e.tombstones or only is not None and k not in only:
             continue
         table = drop_tombstoned(pq.read_table(store.root / e.parquet), e.tombstones)
         dim = table.schema.field("vector").type.list_size

@@ -23,6 +23,11 @@ def update(
     compact: Annotated[bool, typer.Option(
         "--compact",
         help="Also rewrite partitions without their tombstoned rows, in the same commit.")] = False,
+    copy_on_write: Annotated[bool, typer.Option(
+        "--copy-on-write/--tombstones",
+        help="--copy-on-write (the default): rewrite each partition this update removes rows from "
+             "without them, in the same commit, so readers of the raw Parquet files never see removed "
+             "rows. --tombstones: only mark them (cheaper; raw readers see them until `compact`).")] = True,
     batch_size: Annotated[Optional[int], typer.Option(
         min=1, help="Chunks per forward pass. Default: the store's.")] = None,
     device: Annotated[Optional[str], typer.Option(
@@ -44,7 +49,7 @@ def update(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Embed only what changed; tombstone the old chunks of modified and deleted documents (one commit).
+    """Embed only what changed; drop the old chunks of modified and deleted documents (one commit).
 
     Each document's sha256 is compared with the one the store recorded: new and modified documents
     are chunked and encoded on the same Dask cluster choices as `embed`, and a crash leaves the store
@@ -55,7 +60,8 @@ def update(
     from embedlab.incremental import update as run
 
     with usage():
-        cfg = UpdateConfig(source=source, out=out, feed=feed, compact=compact, corpus_format=corpus_format,
+        cfg = UpdateConfig(source=source, out=out, feed=feed, compact=compact, copy_on_write=copy_on_write,
+                           corpus_format=corpus_format,
                            id_field=id_field, text_field=text_field, title_field=title_field,
                            batch_size=batch_size, device=device, progress=progress, take_over=take_over,
                            cluster=ClusterConfig(scheduler=scheduler, workers=workers, threads=threads))
