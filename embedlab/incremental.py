@@ -6,7 +6,10 @@ explicit change feed) with that and classifies each document as new, modified, u
 deleted. New and modified documents are chunked and encoded on the same Dask machinery as
 ``embed`` into new partitions, numbered after the store's last one; the old chunks of modified
 and deleted documents become tombstones in the manifest entry of the partition that holds
-them, and readers skip them at once. ``compact`` rewrites such partitions without them.
+them, and readers skip them at once. By default (copy-on-write) the update also rewrites each
+partition it removed rows from, without them, as that partition's next generation in the same
+commit, so readers of the raw Parquet dataset never see removed rows either; with
+``copy_on_write=False`` they stay tombstones until ``compact`` rewrites such partitions.
 
 An update is atomic: its partitions are staged, then committed with one manifest write, and an
 interrupted run resumes from what it staged (see :mod:`embedlab.transaction`).
@@ -190,6 +193,8 @@ class UpdateConfig:
     out: Path  # an existing store
     feed: bool = False  # source is a change feed: records with op upsert / delete
     compact: bool = False  # also rewrite the partitions holding tombstones, in the same commit
+    copy_on_write: bool = True  # rewrite the partitions this update removes rows from, without
+    # them, in the same commit (raw Parquet readers never see removed rows); False: tombstones
     corpus_format: str | None = None  # reader settings; None: as the store's embed read its corpus
     id_field: str | None = None
     text_field: str | None = None
@@ -219,7 +224,8 @@ class UpdateResult:
     chunks_total: int = 0  # live chunks after the update
     partitions_added: int = 0
     partitions_resumed: int = 0  # staged by an interrupted run of the same update, not re-encoded
-    partitions_compacted: int = 0
+    partitions_compacted: int = 0  # rewritten without every tombstone (--compact)
+    partitions_rewritten: int = 0  # rewritten without the rows this update removed (copy-on-write)
     committed: bool = False  # False when nothing changed and the store was left as it was
     wall_seconds: float = 0.0
     embed: dict[str, Any] = field(default_factory=dict)  # the delta's embed run (EmbedResult)
@@ -249,7 +255,8 @@ class UpdateResult:
             f"({self.reembedded_fraction:.2%}), {self.tokens_embedded:,} tokens",
             f"tombstoned  {self.chunks_tombstoned:,} chunks",
             f"partitions  {self.partitions_added:,} added{resumed}"
-            + (f", {self.partitions_compacted:,} compacted" if self.partitions_compacted else ""),
+            + (f", {self.partitions_compacted:,} compacted" if self.partitions_compacted else "")
+            + (f", {self.partitions_rewritten:,} rewritten without removed rows" if self.partitions_rewritten else ""),
             f"rejected    {self.rejected:,}" + (f" ({self.repaired_documents:,} documents repaired: lone "
                                                  "surrogates -> U+FFFD)" if self.repaired_documents else ""),
             f"wall time   {self.wall_seconds:.1f} s"
@@ -332,7 +339,8 @@ def _update(cfg: UpdateConfig, ecfg: EmbedConfig, store: Store, chunker: Chunker
     rejects += stream.rejects
 
     new = next_manifest(manifest, added, delta.dead)
-    compacted = compact_entries(store, new) if cfg.compact else []
+    compacted = (compact_entries(store, new) if cfg.compact else
+                 compact_entries(store, new, only=delta.dead.keys()) if cfg.copy_on_write else [])
     for e in compacted:
         new.partitions[e.index] = e
     result.committed = bool(added or delta.dead or compacted)
@@ -350,7 +358,8 @@ def _update(cfg: UpdateConfig, ecfg: EmbedConfig, store: Store, chunker: Chunker
     result.chunks_tombstoned = delta.tombstoned
     result.chunks_total = (new if result.committed else manifest).live_rows
     result.partitions_added = len(added)
-    result.partitions_compacted = len(compacted)
+    result.partitions_compacted = len(compacted) if cfg.compact else 0
+    result.partitions_rewritten = 0 if cfg.compact else len(compacted)
     result.wall_seconds = time.perf_counter() - t0
     if result.committed:
         atomic_write_json(store.summary_path("update"), result.to_json())

@@ -44,12 +44,11 @@ from embedlab.chunk_stream import make_chunker
 from embedlab.pipeline import EmptyCorpusError, encode_config_for, load_encoder, prepare_store, write_rejects
 from embedlab.pipeline import embed as embed_on_driver
 from embedlab.remote_read import plan_url
+from embedlab.runs import RunFile, merge_sorted
 from embedlab.split_task import (SPLIT_STRIDE, SplitOutcome, SplitWork, calibrate_split_task, embed_split_task,
                                  npy_bytes)
 from embedlab.splits import SplitError, plan_splits
 from embedlab.store import Manifest, PartitionEntry, Store, read_json
-
-MERGE_BLOCK = 1 << 16  # rows of each split's id run held at a time by the duplicate pass
 
 
 def embed(cfg: EmbedConfig) -> EmbedResult:
@@ -342,42 +341,25 @@ def split_rejects(job: SplitJob, works: list[SplitWork]) -> list[Reject]:
     return out
 
 
-def merged_runs(runs: list[np.ndarray], block: int = MERGE_BLOCK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The sorted runs merged in rounds: (rows, their run numbers), sorted by hash, then run, line.
-
-    Each round takes every row up to the smallest of the runs' next-block last hashes, so a group
-    of equal hashes is never cut between rounds; memory is about ``len(runs) x block`` rows.
-    """
-    pos = [0] * len(runs)
-    while True:
-        live = [k for k, r in enumerate(runs) if pos[k] < len(r)]
-        if not live:
-            return
-        cutoff = min(int(runs[k]["h1"][min(pos[k] + block, len(runs[k])) - 1]) for k in live)
-        rows, owners = [], []
-        for k in live:
-            end = int(np.searchsorted(runs[k]["h1"], np.uint64(cutoff), side="right"))
-            if end > pos[k]:
-                rows.append(np.asarray(runs[k][pos[k]:end]))
-                owners.append(np.full(end - pos[k], k, dtype=np.int64))
-                pos[k] = end
-        run, owner = np.concatenate(rows), np.concatenate(owners)
-        order = np.lexsort((run["line"], owner, run["h2"], run["h1"]))
-        yield run[order], owner[order]
+def merged_runs(runs: list[np.ndarray | RunFile], block: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The splits' id runs merged in rounds (:func:`embedlab.runs.merge_sorted`): (rows, their run
+    numbers), sorted by hash, then run, line; memory does not grow with the runs' lengths."""
+    return merge_sorted(runs, ("h1", "h2"), ("line",), block)
 
 
 def duplicate_rejects(store: Store, manifest: Manifest, works: list[SplitWork], rejects: list[Reject]) -> int:
     """Find ids held by two splits; keep the first, reject and tombstone the others.
 
-    Each split's run is sorted by id hash; the runs are read memory-mapped and merged block by
-    block (:func:`merged_runs`), and equal neighbours are duplicates.
+    Each split's run is sorted by id hash; the runs are read block by block (no memory map, whose
+    touched pages would stay resident) and merged (:func:`merged_runs`); equal neighbours are
+    duplicates.
 
     Returns:
         How many chunked documents lost their place (they no longer count as documents).
     """
     if len(works) < 2:
         return 0
-    runs = [np.load(store.split_ids_path(w.split.key), mmap_mode="r", allow_pickle=False) for w in works]
+    runs = [RunFile(store.split_ids_path(w.split.key)) for w in works]
     offsets: list[int] | None = None
     losers = 0
     found = False

@@ -33,8 +33,8 @@ checks the log and each listed file's size; a FAISS shard's sha256 is checked wh
 writers' recover / commit / compact steps) appends partitions and marks the rows it replaces or
 deletes as *tombstones* in the manifest entry of the partition holding them; readers
 (:meth:`Store.iter_tables`, :class:`embedlab.search.Searcher`) skip them, and compaction rewrites
-such a partition under its next *generation* name (``part-00003.g1.parquet``) without them.
-Until then the raw Parquet dataset still holds the tombstoned rows.
+such a partition under its next *generation* name (``part-00003.g1.parquet``) without them;
+an update does so itself, in its commit (copy-on-write), unless told to leave tombstones.
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ import numpy as np
 from embedlab.files import atomic_write_bytes, atomic_write_json, reporting, sha256_file
 from embedlab.index import faiss_ids, shard_bytes
 from embedlab.manifest import Manifest, PartitionEntry, drop_tombstoned, part_name
-from embedlab.storecheck import (StoreError, StoreMismatchError, listed_problems, partition_problems,
-                                 read_checked_shard)
+from embedlab.storecheck import (LiveIds, StoreError, StoreMismatchError, listed_problems,
+                                 partition_problems, read_checked_shard)
 from embedlab.storelog import LOG_DIR, StoreLog
 
 STORE_FILE = "_embedlab.json"
@@ -201,11 +201,12 @@ class Store:
             return Manifest()
         return Manifest.from_json(read_json(self.manifest_path))
 
-    def write_manifest(self, manifest: Manifest) -> None:
-        """Commit ``manifest``: as one log record of what changed (format 2), else the whole file."""
+    def write_manifest(self, manifest: Manifest, sets: dict[str, Any] | None = None) -> None:
+        """Commit ``manifest``, and ``sets`` (format 2 only), as one log record of what changed;
+        format 1: the whole file."""
         if self.logged:
             with reporting(self.log.log.root, "commit to the store's log"):
-                self.log.write(manifest)
+                self.log.write(manifest, sets)
         else:
             atomic_write_json(self.manifest_path, manifest.to_json())
 
@@ -397,12 +398,13 @@ class Store:
         listed_bad = listed_problems(self.root, manifest, sizes, hashes=hashes)
         problems += listed_bad
         if deep:
-            live: dict[int, int] = {}
+            live = LiveIds()
             for k in sorted(manifest.partitions):
                 e = manifest.partitions[k]
                 if not any(p.startswith((f"{self.root / e.parquet}:", f"{self.root / e.faiss}:"))
                            for p in listed_bad):
                     problems += partition_problems(self.root, e, live)
+            problems += live.problems(self.root, manifest)
         listed = manifest.files()
         # os.walk, unlike rglob, skips a folder that vanishes while it looks: a concurrent writer
         # removes its staging folder right after its commit.

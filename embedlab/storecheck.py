@@ -15,6 +15,7 @@ The functions take the store's root and manifest, not a store, so the store can 
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ import numpy as np
 from embedlab.files import reporting, sha256_file
 from embedlab.index import faiss_ids, read_shard, shard_ids
 from embedlab.manifest import Manifest, PartitionEntry
+from embedlab.runs import RunWriter, merge_sorted
+
+LIVE_DTYPE = np.dtype([("fid", np.int64), ("part", np.int64)])  # a live chunk's FAISS id, partition
 
 
 class StoreError(RuntimeError):
@@ -66,8 +70,8 @@ def listed_problems(root: Path, manifest: Manifest, sizes: Mapping[int, tuple[in
     return problems
 
 
-def partition_problems(root: Path, e: PartitionEntry, live: dict[int, int]) -> list[str]:
-    """Deep checks of one partition whose files hash right; ``live`` maps live FAISS ids to partitions."""
+def partition_problems(root: Path, e: PartitionEntry, live: LiveIds) -> list[str]:
+    """Deep checks of one partition whose files hash right; its live FAISS ids go to ``live``."""
     import pyarrow.parquet as pq
 
     pq_path, fs_path = root / e.parquet, root / e.faiss
@@ -91,15 +95,50 @@ def partition_problems(root: Path, e: PartitionEntry, live: dict[int, int]) -> l
     if not dead <= set(chunk_ids):
         return [f"{root}: partition {e.index} tombstones chunk(s) it does not hold: "
                 f"{sorted(dead - set(chunk_ids))[:5]}"]
-    twice = []
-    for cid, fid in zip(chunk_ids, ids.tolist()):
-        if cid not in dead:
-            if fid in live:
-                twice.append(f"{cid} (also in partition {live[fid]})")
-            live[fid] = e.index
-    if twice:
-        return [f"{pq_path}: chunk(s) live in two partitions: {twice[:5]}"]
+    live.add(e.index, ids if not dead else ids[[c not in dead for c in chunk_ids]])
     return []
+
+
+class LiveIds:
+    """Every live chunk's FAISS id and partition, as sorted runs in a scratch folder (``$TMPDIR``,
+    16 bytes a chunk), so the check that no chunk is live twice holds memory flat at any size."""
+
+    def __init__(self) -> None:
+        self._scratch = tempfile.TemporaryDirectory(prefix="embedlab-verify-")
+        self.writer = RunWriter(self._scratch.name, LIVE_DTYPE, ("fid",))
+
+    def add(self, partition: int, fids: np.ndarray) -> None:
+        rows = np.empty(len(fids), dtype=LIVE_DTYPE)
+        rows["fid"], rows["part"] = fids, partition
+        self.writer.add(rows)
+
+    def problems(self, root: Path, manifest: Manifest, shown: int = 5) -> list[str]:
+        """Per partition, the chunks live again in it (each with the partition it is live in first)."""
+        twice: dict[int, list[tuple[int, int]]] = {}  # partition -> (fid, first partition), a few
+        count: dict[int, int] = {}
+        try:
+            for rows, _ in merge_sorted(self.writer.runs(), ("fid",), ("part",)):
+                fid, part = rows["fid"], rows["part"]
+                for i in np.flatnonzero(fid[1:] == fid[:-1]) + 1:
+                    first = i - 1
+                    while first and fid[first - 1] == fid[i]:
+                        first -= 1
+                    k = int(part[i])
+                    count[k] = count.get(k, 0) + 1
+                    if len(twice.setdefault(k, [])) < shown:
+                        twice[k].append((int(fid[i]), int(part[first])))
+        finally:
+            self._scratch.cleanup()
+        return [f"{root / manifest.partitions[k].parquet}: {count[k]} chunk(s) live in two partitions: "
+                f"{_named(root, manifest.partitions[k], twice[k])}" for k in sorted(twice)]
+
+
+def _named(root: Path, e: PartitionEntry, found: list[tuple[int, int]]) -> list[str]:
+    import pyarrow.parquet as pq
+
+    chunk_ids = pq.read_table(root / e.parquet, columns=["chunk_id"]).column("chunk_id").to_pylist()
+    names = dict(zip(faiss_ids(chunk_ids).tolist(), chunk_ids))
+    return sorted(f"{names.get(f, f)} (also in partition {p})" for f, p in found)
 
 
 def read_checked_shard(path: Path, sha256: str, tombstones: Sequence[str] = ()) -> Any:

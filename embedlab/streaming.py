@@ -9,6 +9,10 @@ encoder (no Dask: the batch is small and latency is the point), and commits one 
 tombstones with the same atomic manifest commit as ``embedlab update``. A document is
 searchable once that commit lands; its latency is arrival to commit. The loop is
 :func:`embedlab.jobs.run_in_process`: a Ctrl-C stops the stream between two batches.
+
+The same commit record holds the feed's read position after the batch
+(:class:`embedlab.feed.FeedPosition`), so a restart, even after a SIGKILL, reads only the
+records after the last committed one; a batch that did not commit is read again.
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import queue
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,12 +32,12 @@ from embedlab.chunking import Chunker
 from embedlab.config import DEFAULT_MODEL, ChunkConfig, CorpusConfig, EmbedConfig, EncodeConfig, to_jsonable
 from embedlab.corpus import Reject
 from embedlab.device import torch_threads
+from embedlab.feed import Arrival, FeedPosition, Tail, append_rejects, kept_rejects
 from embedlab.encoder import cached_encoder, resolve_dtype
-from embedlab.incremental import Delta, FeedOp, feed_changes, last_ops, parse_feed_line, stored_config
+from embedlab.incremental import Delta, FeedOp, feed_changes, last_ops, stored_config
 from embedlab.partition import Partition
 from embedlab.chunk_stream import ChunkStream, make_chunker
 from embedlab.pipeline import embed_partition, store_identity, write_rejects
-from embedlab.files import reporting
 from embedlab.jobs import run_in_process
 from embedlab.store import Manifest, PartitionEntry, Store, atomic_write_json
 from embedlab.transaction import LiveDoc, commit, index_rows, live_documents, next_manifest, recover
@@ -58,6 +61,7 @@ class StreamConfig:
     device: str | None = None  # encoder settings that do not change vectors; None: the store's
     batch_size: int | None = None
     take_over: bool = False  # take over a stale writer claim from another host (see Store.claimed)
+    read_ahead: int = 10_000  # most records read but not yet in a batch (at least 2 batches)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "watch", Path(self.watch))
@@ -66,12 +70,8 @@ class StreamConfig:
             raise ValueError(f"max_batch must be >= 1; got {self.max_batch}")
         if self.max_delay_ms < 0:
             raise ValueError(f"max_delay_ms must be >= 0; got {self.max_delay_ms}")
-
-
-@dataclass(frozen=True)
-class Arrival:
-    record: FeedOp | Reject
-    seen: float  # time.perf_counter() when the reader first saw the record
+        if self.read_ahead < 1:
+            raise ValueError(f"read_ahead must be >= 1; got {self.read_ahead}")
 
 
 @dataclass
@@ -79,7 +79,11 @@ class StreamResult:
     """What a stream run did; latencies are from arrival to searchable (the batch's commit)."""
 
     out: Path
-    records: int = 0
+    records: int = 0  # records in the batches this run took
+    records_read: int = 0  # records the feed reader read this run (after the committed position)
+    resumed_after: int = 0  # records of this feed that earlier runs committed (not read again)
+    rewound: list[str] = field(default_factory=list)  # files changed under their committed
+    # position, read again from their start
     new: int = 0
     modified: int = 0
     deleted: int = 0
@@ -128,73 +132,11 @@ class StreamResult:
             "(arrival to searchable)",
             f"throughput  {self.docs_per_second:,.1f} docs/s, {self.chunks_per_second:,.1f} chunks/s "
             f"over {self.wall_seconds:.1f} s",
+            f"feed        {self.records_read:,} records read; {self.resumed_after:,} committed by earlier "
+            "runs, not read again" + (f"; changed under their position, read from the start: "
+                                      f"{', '.join(self.rewound)}" if self.rewound else ""),
             f"store       {self.out}",
         ])
-
-
-class Tail(threading.Thread):
-    """Reads complete JSONL lines from the watched source as they appear; stamps their arrival.
-
-    Args:
-        path: a folder (its ``*.jsonl`` files, hidden ones skipped) or one JSONL file.
-        reader: field names of a record.
-        out: where :class:`Arrival` items go.
-        poll_s: pause between looks at the source.
-        max_records: stop after this many records (None: until :meth:`stop`).
-    """
-
-    def __init__(self, path: Path, reader: CorpusConfig, out: queue.Queue, poll_s: float,
-                 max_records: int | None):
-        super().__init__(name="embedlab-stream-tail", daemon=True)
-        self.path, self.reader, self.out = path, reader, out
-        self.poll_s, self.max_records = poll_s, max_records
-        self.offsets: dict[Path, int] = {}
-        self.lines: dict[Path, int] = {}
-        self.count = 0
-        self.done = threading.Event()
-        self._stop_event = threading.Event()
-        self.error: BaseException | None = None
-
-    def stop(self) -> None:
-        self._stop_event.set()
-
-    def run(self) -> None:
-        try:
-            while not self._stop_event.is_set() and not self._full():
-                self.scan()
-                self._stop_event.wait(self.poll_s)
-        except BaseException as e:  # surfaced by the main loop
-            self.error = e
-        finally:
-            self.done.set()
-
-    def _full(self) -> bool:
-        return self.max_records is not None and self.count >= self.max_records
-
-    def files(self) -> list[Path]:
-        if self.path.is_dir():
-            return sorted(p for p in self.path.glob("*.jsonl") if not p.name.startswith("."))
-        return [self.path] if self.path.is_file() else []
-
-    def scan(self) -> None:
-        for path in self.files():
-            with reporting(path, "read the watched file"), open(path, "rb") as fh:
-                fh.seek(self.offsets.get(path, 0))
-                data = fh.read()
-            end = data.rfind(b"\n") + 1  # complete lines only; a partial last line waits
-            if not end:
-                continue
-            self.offsets[path] = self.offsets.get(path, 0) + end
-            seen = time.perf_counter()
-            for raw in data[:end].splitlines(keepends=True):
-                self.lines[path] = line = self.lines.get(path, 0) + 1
-                rec = parse_feed_line(raw, self.reader, str(path), line)
-                if rec is None:
-                    continue
-                self.out.put(Arrival(rec, seen))
-                self.count += 1
-                if self._full():
-                    return
 
 
 def next_batch(q: queue.Queue, max_batch: int, max_delay_s: float, wait_s: float) -> list[Arrival]:
@@ -240,17 +182,22 @@ class _Writer:
     name = "stream"
     progress = False
 
-    def __init__(self, store: Store, cfg: EmbedConfig, chunker: Chunker, result: StreamResult):
+    def __init__(self, store: Store, cfg: EmbedConfig, chunker: Chunker, result: StreamResult, watch: Path):
         self.store, self.cfg, self.chunker, self.result = store, cfg, chunker, result
         if not store.has_commits():
             store.write_manifest(Manifest(complete=True))
         self.manifest = recover(store)
+        self.position = FeedPosition.of(watch, store.log.snapshot().meta)
+        result.resumed_after = self.position.records
         self.live: dict[str, LiveDoc] = live_documents(store, self.manifest)
         encoder = cached_encoder(cfg.encode)
         encoder.encode_texts(["warm up"])
         result.encoder = {"device": encoder.device, "compiled": bool(getattr(encoder, "compiled", False)),
                           "torch_threads": torch_threads()}
-        self.rejects: list[Reject] = []
+        # Earlier runs' rejects of committed lines stay; those of an uncommitted batch go (re-read).
+        self.rejects: list[Reject] = kept_rejects(store.rejects_path, self.position, watch)
+        write_rejects(store, self.rejects)
+        self.rejects_before = self.rejects_written = len(self.rejects)
 
     def key(self, batch: list[Arrival]) -> str:
         return f"stream-batch-{self.result.batches}"
@@ -279,11 +226,18 @@ class _Writer:
         return _Staged(delta, part, added)
 
     def land(self, batch: list[Arrival], staged: _Staged) -> None:
+        append_rejects(self.store.rejects_path, self.rejects[self.rejects_written:])
+        self.rejects_written = len(self.rejects)
+        position = self.position.after([a.mark for a in batch if a.mark is not None])
+        sets = {position.key: position.to_json()}  # in the batch's own commit record
         if staged.added or staged.delta.dead:
             new = next_manifest(self.manifest, staged.added, staged.delta.dead)
-            commit(self.store, new, staged.added)
+            commit(self.store, new, staged.added, sets=sets)
             self.manifest = new
             self.result.commits += 1
+        else:  # nothing changed: the record holds the position alone
+            self.store.write_manifest(self.manifest, sets=sets)
+        self.position = position
         self._record(batch, staged.delta, staged.part, time.perf_counter())
 
     def save(self) -> None:
@@ -342,13 +296,14 @@ def stream(cfg: StreamConfig, *, on_ready: Callable[[], None] | None = None) -> 
     store.init(store_identity(ecfg, chunker.chunk_tokens))
     with store.claimed(f"stream {cfg.watch}", take_over=cfg.take_over):
         return _run(cfg, _Writer(store, ecfg, chunker, StreamResult(
-            out=store.root, max_batch=cfg.max_batch, max_delay_ms=cfg.max_delay_ms)), on_ready)
+            out=store.root, max_batch=cfg.max_batch, max_delay_ms=cfg.max_delay_ms), cfg.watch), on_ready)
 
 
 def _run(cfg: StreamConfig, writer: _Writer, on_ready: Callable[[], None] | None) -> StreamResult:
     store, result = writer.store, writer.result
-    arrivals: queue.Queue = queue.Queue()
-    tail = Tail(cfg.watch, _reader(cfg), arrivals, cfg.poll_ms / 1e3, cfg.max_docs)
+    arrivals: queue.Queue = queue.Queue(maxsize=max(cfg.read_ahead, 2 * cfg.max_batch))
+    tail = Tail(cfg.watch, _reader(cfg), arrivals, cfg.poll_ms / 1e3, cfg.max_docs,
+                start=writer.position.files)
     if on_ready is not None:
         on_ready()
     tail.start()
@@ -378,7 +333,8 @@ def _run(cfg: StreamConfig, writer: _Writer, on_ready: Callable[[], None] | None
     finally:
         tail.stop()
         tail.join(timeout=5)
-        result.rejected = len(writer.rejects)
+        result.records_read, result.rewound = tail.count, list(tail.rewound)
+        result.rejected = len(writer.rejects) - writer.rejects_before
         write_rejects(store, writer.rejects)
         atomic_write_json(store.summary_path("stream"), result.to_json())
     return result

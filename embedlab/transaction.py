@@ -15,8 +15,9 @@ import dataclasses
 import hashlib
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -119,11 +120,12 @@ def next_manifest(manifest: Manifest, added: Iterable[PartitionEntry],
     return new
 
 
-def commit(store: Store, manifest: Manifest, staged: Iterable[PartitionEntry]) -> None:
+def commit(store: Store, manifest: Manifest, staged: Iterable[PartitionEntry],
+           sets: dict[str, Any] | None = None) -> None:
     """Move the ``staged`` partitions' files into place and write ``manifest``: the commit.
 
-    Afterwards, files no manifest entry names (superseded generations) and the staging folder
-    are removed.
+    ``sets`` are values committed in the same record (a stream's feed position). Afterwards,
+    files no manifest entry names (superseded generations) and the staging folder are removed.
     """
     shutil.rmtree(store.merged_dir, ignore_errors=True)  # derived from the shards: now stale
     staging = store.staging
@@ -132,7 +134,7 @@ def commit(store: Store, manifest: Manifest, staged: Iterable[PartitionEntry]) -
             with reporting(store.root / rel, "move a staged partition into place"):
                 (store.root / rel).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(staging.root / rel, store.root / rel)
-    store.write_manifest(manifest)
+    store.write_manifest(manifest, sets=sets)
     store.remove_uncommitted(manifest)
     shutil.rmtree(staging.root, ignore_errors=True)
 
@@ -142,8 +144,10 @@ def discard_staging(store: Store) -> None:
     shutil.rmtree(store.staging.root, ignore_errors=True)
 
 
-def compact_entries(store: Store, manifest: Manifest) -> list[PartitionEntry]:
-    """Rewrite every partition with tombstones, without them, into staging as its next generation.
+def compact_entries(store: Store, manifest: Manifest, only: Collection[int] | None = None,
+                    ) -> list[PartitionEntry]:
+    """Rewrite every partition with tombstones (of ``only``, when given), without them, into
+    staging as its next generation.
 
     Returns:
         The new entries (files in ``store.staging``), to pass to :func:`commit`.
@@ -154,7 +158,7 @@ def compact_entries(store: Store, manifest: Manifest) -> list[PartitionEntry]:
     staging = store.staging
     for k in sorted(manifest.partitions):
         e = manifest.partitions[k]
-        if not e.tombstones:
+        if not e.tombstones or only is not None and k not in only:
             continue
         table = drop_tombstoned(pq.read_table(store.root / e.parquet), e.tombstones)
         dim = table.schema.field("vector").type.list_size

@@ -82,6 +82,14 @@ def updated(corpora, v1_store):
     return out, update(UpdateConfig(source=corpora["v2"], out=out, progress=False))
 
 
+@pytest.fixture(scope="module")
+def tombstoned(corpora, v1_store):
+    """The same update with --tombstones: removed rows stay in their files, marked in the manifest."""
+    out = corpora["root"] / "tombstoned"
+    shutil.copytree(v1_store, out)
+    return out, update(UpdateConfig(source=corpora["v2"], out=out, copy_on_write=False, progress=False))
+
+
 def live_rows(out: Path) -> dict[str, tuple]:
     """chunk id -> (vector, text, doc_id, char_start, char_end) of every live row."""
     t = pa.concat_tables(Store(out).iter_tables(
@@ -125,6 +133,7 @@ def test_update_classifies_and_reembeds_only_the_delta(updated, v1_store, fresh_
 
 
 def test_update_equals_a_fresh_embed_of_the_new_snapshot(updated, fresh_v2, v1_store, corpora):
+    """Equal to a fresh embed through the store's readers and through the raw Parquet dataset."""
     out, _ = updated
     got, want = live_rows(out), live_rows(fresh_v2)
     assert got.keys() == want.keys()
@@ -140,6 +149,13 @@ def test_update_equals_a_fresh_embed_of_the_new_snapshot(updated, fresh_v2, v1_s
            [[h.doc_id for h in hs] for hs in b.search_documents(QUERIES, 10)]
     gone = live_hashes(v1_store).keys() - {d["_id"] for d in corpora["v2_docs"]}
     assert len(gone) == 3
+    import pyarrow.dataset as ds
+
+    raw = ds.dataset(out, format="parquet").to_table(columns=["chunk_id", "doc_id"])  # no reader filter
+    assert sorted(raw.column("chunk_id").to_pylist()) == sorted(want)  # copy-on-write: removed rows are gone
+    assert not gone & set(raw.column("doc_id").to_pylist())
+    assert not any(e.tombstones for e in Store(out).manifest().partitions.values())
+    assert updated[1].partitions_rewritten >= 1 and any(".g1." in p.name for p in out.glob("*.parquet"))
     hits = a.search_documents(QUERIES, a.n_docs)
     assert not gone & {h.doc_id for hs in hits for h in hs}  # deleted documents never come back
 
@@ -166,12 +182,15 @@ def test_a_second_identical_update_changes_nothing(updated, corpora):
     assert committed(out) == before
 
 
-def test_compact_drops_tombstoned_rows_and_keeps_every_result(updated, fresh_v2, tmp_path):
+def test_compact_drops_tombstoned_rows_and_keeps_every_result(tombstoned, fresh_v2, tmp_path):
     out = tmp_path / "compacted"
-    shutil.copytree(updated[0], out)
+    shutil.copytree(tombstoned[0], out)
+    raw = pq.read_table(out, columns=["chunk_id"]).column("chunk_id").to_pylist()
+    assert len(raw) == len(live_rows(fresh_v2)) + tombstoned[1].chunks_tombstoned  # still in the files
+    assert tombstoned[1].partitions_rewritten == 0 and live_rows(out).keys() == live_rows(fresh_v2).keys()
     before = Searcher(out).search(QUERIES, 10)
     r = compact(out)
-    assert r.partitions_compacted >= 1 and r.rows_dropped == updated[1].chunks_tombstoned
+    assert r.partitions_compacted >= 1 and r.rows_dropped == tombstoned[1].chunks_tombstoned
     store = Store(out)
     assert store.verify() == [] and not any(e.tombstones for e in store.manifest().partitions.values())
     raw = pq.read_table(out, columns=["chunk_id"]).column("chunk_id").to_pylist()  # no reader filter
@@ -197,7 +216,8 @@ def test_sigkill_mid_update_before_or_after_the_commit(v1_store, scifact_docs, e
         if phase == "before-commit":  # the first partition is staged; the others are still encoding
             wait_for_staged(out, proc)
         else:  # the manifest was just replaced: the commit happened, its clean-up may not have
-            wait_for(lambda: committed(out)["manifest"] != manifest, proc, poll=0.002)
+            # the manifest alone: the commit deletes the rewritten partitions' old generations
+            wait_for(lambda: json.dumps(Store(out).manifest().to_json()).encode() != manifest, proc, poll=0.002)
         stop_group(proc)
         proc.wait(timeout=60)
     finally:
@@ -228,10 +248,10 @@ def test_crash_at_the_commit_point_rolls_back_and_the_rerun_completes(updated, v
     before = committed(out)
     real = Store.write_manifest
 
-    def crash(self, manifest):
+    def crash(self, manifest, **kw):
         if self.root == out:  # the store's own manifest (not the staging journal): the commit
             raise SystemExit("power cut")
-        real(self, manifest)
+        real(self, manifest, **kw)
 
     monkeypatch.setattr(Store, "write_manifest", crash)
     with pytest.raises(SystemExit):
@@ -246,9 +266,9 @@ def test_crash_at_the_commit_point_rolls_back_and_the_rerun_completes(updated, v
     assert committed(out) == committed(updated[0])  # byte for byte what an uninterrupted update wrote
 
 
-def test_verify_understands_tombstones(updated, tmp_path):
+def test_verify_understands_tombstones(tombstoned, tmp_path):
     out = tmp_path / "copy"
-    shutil.copytree(updated[0], out)
+    shutil.copytree(tombstoned[0], out)
     store = Store(out)
     m = store.manifest()
     live = live_rows(out)

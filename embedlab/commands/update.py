@@ -23,6 +23,11 @@ def update(
     compact: Annotated[bool, typer.Option(
         "--compact",
         help="Also rewrite partitions without their tombstoned rows, in the same commit.")] = False,
+    copy_on_write: Annotated[bool, typer.Option(
+        "--copy-on-write/--tombstones",
+        help="--copy-on-write (the default): rewrite each partition this update removes rows from "
+             "without them, in the same commit, so readers of the raw Parquet files never see removed "
+             "rows. --tombstones: only mark them (cheaper; raw readers see them until `compact`).")] = True,
     batch_size: Annotated[Optional[int], typer.Option(
         min=1, help="Chunks per forward pass. Default: the store's.")] = None,
     device: Annotated[Optional[str], typer.Option(
@@ -44,7 +49,7 @@ def update(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Embed only what changed; tombstone the old chunks of modified and deleted documents (one commit).
+    """Embed only what changed; drop the old chunks of modified and deleted documents (one commit).
 
     Each document's sha256 is compared with the one the store recorded: new and modified documents
     are chunked and encoded on the same Dask cluster choices as `embed`, and a crash leaves the store
@@ -55,7 +60,8 @@ def update(
     from embedlab.incremental import update as run
 
     with usage():
-        cfg = UpdateConfig(source=source, out=out, feed=feed, compact=compact, corpus_format=corpus_format,
+        cfg = UpdateConfig(source=source, out=out, feed=feed, compact=compact, copy_on_write=copy_on_write,
+                           corpus_format=corpus_format,
                            id_field=id_field, text_field=text_field, title_field=title_field,
                            batch_size=batch_size, device=device, progress=progress, take_over=take_over,
                            cluster=ClusterConfig(scheduler=scheduler, workers=workers, threads=threads))
@@ -87,6 +93,8 @@ def stream(
     max_delay_ms: Annotated[float, typer.Option(
         min=0, help="Longest a record waits for its micro-batch to fill, in ms.")] = StreamConfig.max_delay_ms,
     max_docs: Annotated[Optional[int], typer.Option(min=1, help="Stop after this many records.")] = None,
+    read_ahead: Annotated[int, typer.Option(
+        min=1, help="Most records read ahead of the batch being committed.")] = StreamConfig.read_ahead,
     idle_exit_s: Annotated[Optional[float], typer.Option(
         min=0, help="Stop after this many seconds with nothing new.")] = None,
     model: Annotated[Optional[str], typer.Option(
@@ -109,7 +117,8 @@ def stream(
     """Embed arriving documents in micro-batches; report arrival-to-searchable latency and throughput.
 
     Stops after --max-docs records or --idle-exit-s of silence (or Ctrl-C); each batch is committed
-    as it lands, so an interrupted stream keeps every batch it finished.
+    as it lands, with the feed's read position in the same record, so an interrupted stream keeps
+    every batch it finished and a restart reads only the records after the last committed one.
     """
     from embedlab.config import ChunkConfig
     from embedlab.streaming import stream as run
@@ -120,7 +129,7 @@ def stream(
         cfg = StreamConfig(watch=watch, out=out, max_batch=max_batch, max_delay_ms=max_delay_ms,
                            max_docs=max_docs, idle_exit_s=idle_exit_s, model=model, chunk=chunk,
                            dtype=dtype, device=device, id_field=id_field, text_field=text_field,
-                           title_field=title_field or None, take_over=take_over)
+                           title_field=title_field or None, take_over=take_over, read_ahead=read_ahead)
     with reported(f"interrupted; every committed batch is in {out}."):
         result = run(cfg)
     typer.echo(json.dumps(result.to_json(), indent=2) if as_json else result.summary())
