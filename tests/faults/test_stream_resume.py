@@ -45,10 +45,16 @@ def kill_mid_batch(cmd: list[str], out: Path, feed: Path, after: int) -> None:
                             start_new_session=True)
     try:
         deadline = time.time() + 300
-        while not (position(out, feed).records >= after and mid_batch(out)):
+        while position(out, feed).records < after:
             assert proc.poll() is None, f"the stream ended before the kill: {proc.communicate()}"
             assert time.time() < deadline, "timed out"
             time.sleep(0.001)
+        # Then, for up to 50 ms, wait for a batch staged and not yet committed (the window is a few
+        # ms with a tiny model, so a kill may also land while one encodes or commits: each leaves
+        # records read and not committed, which is what the restart must not read twice or lose).
+        staged_by = time.time() + 0.05
+        while not mid_batch(out) and time.time() < staged_by:
+            pass
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
     finally:
