@@ -78,6 +78,14 @@ class SplitWork:
     def base(self) -> int:
         return self.number * SPLIT_STRIDE
 
+    def cut(self) -> tuple[Any, Any, Iterator[Partition]]:
+        """The split's reader, chunk stream and partitions (a prechunked split reads its own)."""
+        return cut_split(self)
+
+    def place(self, part: Partition, placed: dict[str, tuple[int, int, int]]) -> None:
+        """Record where each id unit (a document) of ``part`` starts: id -> (partition, row, chunks)."""
+        _placements(part, placed)
+
 
 @dataclass(frozen=True)
 class SplitOutcome:
@@ -97,6 +105,7 @@ class SplitOutcome:
     input_wait_seconds: float  # the encoder waited for the reader and tokenizer
     writer_wait_seconds: float  # the encoder waited for the writer (a full queue, the last writes)
     task_seconds: float
+    counts: dict[str, int] = field(default_factory=dict)  # a reader's own counts (prechunked: long chunks)
 
 
 @functools.lru_cache(maxsize=4)
@@ -354,7 +363,7 @@ def embed_split(work: SplitWork, out: str, encode: EncodeConfig) -> SplitOutcome
     encode (this thread), write (a thread, :data:`WRITE_BEHIND` behind).
     """
     t0 = time.perf_counter()
-    reader, stream, parts = cut_split(work)
+    reader, stream, parts = work.cut()
     store = Store(out, verify_deep=work.verify_deep)
     # A CPU encoder's threads fill the cores: reading, tokenizing and writing on other threads
     # would only contend with them (OpenMP threads spin while the GIL and the cores are taken),
@@ -372,7 +381,7 @@ def embed_split(work: SplitWork, out: str, encode: EncodeConfig) -> SplitOutcome
             if ordinal >= SPLIT_STRIDE:
                 raise CorpusError(f"{work.split.url}: a split gives more than {SPLIT_STRIDE:,} partitions; "
                                   "use a larger partition budget or a smaller split size")
-            _placements(part, placed)
+            work.place(part, placed)
             prior = work.prior.get(part.index)
             if store.entry_is_current(prior, part.digest, work.prior_sizes.get(part.index)):
                 writer.put(ordinal, prior)
@@ -397,7 +406,7 @@ def embed_split(work: SplitWork, out: str, encode: EncodeConfig) -> SplitOutcome
     rejects = sorted([r.to_json() for r in stream.rejects] + reader.duplicates, key=lambda r: r["line"])
     return SplitOutcome(entries, encoded, stream.documents, stream.repaired, stream.truncated_documents,
                         stream.truncated_tokens, reader.lines, rejects, forward, tokens, padded, waited,
-                        writer.waited, time.perf_counter() - t0)
+                        writer.waited, time.perf_counter() - t0, dict(getattr(stream, "counts", {})))
 
 
 def _npy_bytes(run: np.ndarray) -> bytes:
