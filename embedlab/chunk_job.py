@@ -9,8 +9,9 @@ atomically, and the sorted run of its document-id hashes.
 
 The same rules as ``embed``: every bad record is rejected with its file and line, a document the
 split holds twice is rejected (the first wins), and an id held by two splits is found by one
-merge of the splits' id runs (memory bounded, :func:`embedlab.split_embed.merged_runs`); the
-later copy is dropped from its chunk file (the file is rewritten) and rejected. ``_chunks.json``
+merge of the splits' id runs (memory bounded, :func:`embedlab.split_embed.merged_runs`) and the
+later copy rejected. Its rows stay in its chunk file, so ``embed`` cuts the partitions the corpus
+gives; embed's own pass finds it again and tombstones them, as from the corpus. ``_chunks.json``
 records each split as it lands and is marked complete last: a re-run skips every split whose file
 is in place (without reading its text), and ``embed`` refuses a folder whose run has not finished.
 """
@@ -24,7 +25,6 @@ import json
 import os
 import tempfile
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,7 +238,7 @@ class ChunkJob:
 
     def land(self, work: SplitWork, outcome: ChunkOutcome) -> None:
         self.records[work.split.key] = {**dataclasses.asdict(outcome), "number": work.number,
-                                        "source": work.split.url, "dropped": []}
+                                        "source": work.split.url}
         self.save()
 
     def save(self) -> None:
@@ -314,12 +314,11 @@ def open_folder(out: Path, settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def finish(job: ChunkJob, works: list[SplitWork], result: ChunkResult) -> None:
-    """Resolve ids held by two splits, remove stale files, write the rejects and the complete record."""
+    """Find ids held by two splits, remove stale files, write the rejects and the complete record."""
     out, records = job.out, job.records
     keys = {w.split.key for w in works}
     for k in [k for k in records if k not in keys]:
         del records[k]
-    drop_cross_duplicates(job, works)
     wanted = {records[w.split.key]["file"] for w in works}
     for p in out.glob("chunks-*.parquet"):
         if p.name not in wanted:
@@ -330,15 +329,17 @@ def finish(job: ChunkJob, works: list[SplitWork], result: ChunkResult) -> None:
             with reporting(p, "remove a stale id run"):
                 p.unlink()
     files = []
-    for w, offset in zip(works, line_offsets(works, records)):
+    offsets = line_offsets(works, records)
+    for w, offset in zip(works, offsets):
         r = records[w.split.key]
         files.append({k: r[k] for k in ("file", "size", "rows", "tokens", "groups", "documents", "repaired",
                                         "truncated_documents", "truncated_tokens", "number", "counts")}
-                     | {"split_key": w.split.key, "source": w.split.url,
-                        "rejects": split_rejects_of(r, offset) + r["dropped"]})
-    rejects = sorted((Reject(**x) for f in files for x in f["rejects"]), key=lambda r: (r.source, r.line))
+                     | {"split_key": w.split.key, "source": w.split.url, "rejects": split_rejects_of(r, offset)})
+    duplicates, losers = cross_duplicates(job, works, offsets)
+    rejects = sorted((Reject(**x) for x in [*(x for f in files for x in f["rejects"]), *duplicates]),
+                     key=lambda r: (r.source, r.line))
     recs = [records[w.split.key] for w in works]
-    result.documents = sum(r["documents"] for r in recs)
+    result.documents = sum(r["documents"] for r in recs) - losers
     result.chunks = sum(r["rows"] for r in recs)
     result.tokens = sum(r["tokens"] for r in recs)
     result.repaired_documents = sum(r["repaired"] for r in recs)
@@ -350,8 +351,8 @@ def finish(job: ChunkJob, works: list[SplitWork], result: ChunkResult) -> None:
     if not result.chunks:
         raise CorpusError(f"{result.corpus}: no document could be chunked ({len(rejects)} record(s) rejected"
                           f"{'; see ' + str(out / REJECTS_FILE) if rejects else ''})")
-    job.record.update(complete=True, files=files, documents=result.documents, chunks=result.chunks,
-                      tokens=result.tokens, rejected=result.rejected)
+    job.record.update(complete=True, files=files, duplicates=duplicates, documents=result.documents,
+                      chunks=result.chunks, tokens=result.tokens, rejected=result.rejected)
     job.save()
 
 
@@ -366,13 +367,17 @@ def split_rejects_of(record: dict[str, Any], offset: int) -> list[dict[str, Any]
     return out
 
 
-def drop_cross_duplicates(job: ChunkJob, works: list[SplitWork]) -> None:
-    """Find ids held by two splits (memory bounded); drop the later copies from their chunk files
-    and record each as a reject of the split that lost it."""
+def cross_duplicates(job: ChunkJob, works: list[SplitWork], offsets: list[int]) -> tuple[list[dict[str, Any]], int]:
+    """Ids held by two splits, found by one merge of their id runs (memory bounded): a reject for each
+    later copy, and how many of them had chunks.
+
+    The chunk files keep the later copies' rows, so that ``embed`` cuts the same partitions as from
+    the corpus; its own pass over the same runs rejects them again and tombstones their rows.
+    """
     if len(works) < 2:
-        return
+        return [], 0
     runs = [np.load(job.out / IDS_DIR / f"{w.split.key}.npy", mmap_mode="r", allow_pickle=False) for w in works]
-    losers: dict[int, list[tuple[np.void, int, np.void]]] = defaultdict(list)
+    found: list[tuple[int, np.void, int, np.void]] = []
     for run, owner in merged_runs(runs):
         same = (run["h1"][1:] == run["h1"][:-1]) & (run["h2"][1:] == run["h2"][:-1])
         if not same.any():
@@ -382,50 +387,22 @@ def drop_cross_duplicates(job: ChunkJob, works: list[SplitWork]) -> None:
             if not same[i - 1]:
                 first = i
                 continue
-            losers[int(owner[i])].append((run[i].copy(), int(owner[first]), run[first].copy()))
-    offsets = line_offsets(works, job.records) if losers else []
-    for k, lost in sorted(losers.items()):
-        drop_from_split(job, works, k, lost, offsets)
+            found.append((int(owner[i]), run[i].copy(), int(owner[first]), run[first].copy()))
+    rejects, losers, names = [], 0, {}
+    for k, lose, win_split, win in found:
+        name_of = names.get(k) or names.setdefault(k, doc_names(job.out / job.records[works[k].split.key]["file"]))
+        doc_id = name_of.get((int(lose["h1"]), int(lose["h2"])))
+        where = f"{works[win_split].split.url}:{int(win['line']) + offsets[win_split]}"
+        rejects.append({"source": works[k].split.url, "line": int(lose["line"]) + offsets[k], "doc_id": doc_id,
+                        "reason": f"duplicate document id {short(doc_id)} (first seen at {where})"})
+        losers += int(lose["index"]) >= 0
+    return rejects, losers
 
 
-def drop_from_split(job: ChunkJob, works: list[SplitWork], k: int, lost: list[tuple[np.void, int, np.void]],
-                    offsets: list[int]) -> None:
-    """Rewrite split ``k``'s chunk file and id run without the documents in ``lost``; record why."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
+def doc_names(path: Path) -> dict[tuple[int, int], str]:
+    """A chunk file's document ids by their id hash."""
     import pyarrow.parquet as pq
 
-    work, rec = works[k], job.records[works[k].split.key]
-    path = job.out / rec["file"]
-    pf = pq.ParquetFile(path)
-    docs = list(dict.fromkeys(pf.read(columns=["doc_id"]).column("doc_id").to_pylist()))
+    docs = list(dict.fromkeys(pq.read_table(path, columns=["doc_id"]).column("doc_id").to_pylist()))
     h1, h2 = id_hashes(docs)
-    names = {(int(a), int(b)): d for a, b, d in zip(h1, h2, docs)}
-    gone, made = set(), []
-    for lose, win_split, win in lost:
-        doc_id = names.get((int(lose["h1"]), int(lose["h2"])))
-        where = f"{works[win_split].split.url}:{int(win['line']) + offsets[win_split]}"
-        made.append({"source": work.split.url, "line": int(lose["line"]) + offsets[k], "doc_id": doc_id,
-                     "reason": f"duplicate document id {short(doc_id)} (first seen at {where})"})
-        if doc_id is not None:
-            gone.add(doc_id)
-    if gone:
-        tables = []
-        drop = pa.array(sorted(gone))
-        for g in range(pf.num_row_groups):
-            t = pf.read_row_group(g)
-            t = t.filter(pc.invert(pc.is_in(t.column("doc_id"), value_set=drop)))
-            if t.num_rows:
-                tables.append(t)
-        meta = json.loads(pf.schema_arrow.metadata[b"embedlab.chunks"])
-        pf.close()
-        rec["size"], rows, rec["tokens"], rec["groups"] = write_chunk_file(path, tables, meta)
-        rec["rows"] = rows
-        rec["documents"] -= len(gone)
-    run = np.load(job.out / IDS_DIR / f"{work.split.key}.npy", allow_pickle=False)
-    keep = np.ones(len(run), dtype=bool)
-    for lose, _, _ in lost:
-        keep &= ~((run["h1"] == lose["h1"]) & (run["h2"] == lose["h2"]))
-    atomic_write_bytes(job.out / IDS_DIR / f"{work.split.key}.npy", npy_bytes(run[keep]))
-    rec["dropped"] = rec["dropped"] + made
-    job.save()
+    return {(int(a), int(b)): d for a, b, d in zip(h1, h2, docs)}

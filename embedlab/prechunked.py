@@ -97,6 +97,7 @@ class PrechunkedWork(SplitWork):
     long_chunks: LongChunks = LongChunks.SPLIT
     doc_field: str | None = None
     partition: Any = None  # a Dask partition (delayed), computed where the task runs
+    unit: str = "chunk"  # what an id names: "document" (a chunk folder cut from documents) or "chunk"
 
     def cut(self) -> tuple[Any, Any, Iterator[Partition]]:
         if self.fmt is CorpusFormat.CHUNKS:
@@ -109,8 +110,8 @@ class PrechunkedWork(SplitWork):
         return reader, stream, chunker.named(stream.partitions(self.partition_tokens, first_index=self.base))
 
     def place(self, part: Partition, placed: dict[str, tuple[int, int, int]]) -> None:
-        """Id units are chunks: each row of a chunk folder; an upstream chunk (its windows, if cut)."""
-        if self.fmt is CorpusFormat.CHUNKS:
+        """Where each id unit starts: a document, or a chunk (an upstream one's windows, if cut)."""
+        if self.fmt is CorpusFormat.CHUNKS and self.unit == "chunk":
             units, rows = part.chunk_ids, np.arange(part.n_chunks)
         else:
             units, rows = getattr(part, "unit_ids", None) or part.doc_ids, np.flatnonzero(part.chunk_index == 0)
@@ -147,7 +148,11 @@ class ChunkFileReader:
         row = split.first_row
         for part in read_partitions(path, range(split.start, split.end), self.work.partition_tokens,
                                     self.work.base, np.dtype(self.work.token_dtype)):
-            self.first_line.update(zip(part.chunk_ids, range(row + 1, row + 1 + part.n_chunks)))
+            if self.work.unit == "chunk":
+                self.first_line.update(zip(part.chunk_ids, range(row + 1, row + 1 + part.n_chunks)))
+            else:  # documents, each at the file row of its first chunk
+                starts = np.flatnonzero(part.chunk_index == 0)
+                self.first_line.update((part.doc_ids[r], row + 1 + r) for r in starts.tolist())
             row += part.n_chunks
             yield part
 
@@ -254,7 +259,7 @@ class UnitChunker:
                 self.counts["long_chunks_refused"] += 1
                 source, line = lines[doc_id]
                 rejects.append(Reject(source, line, doc_id, f"chunk longer than the window of {self.chunk_tokens} "
-                                      f"tokens (it would take {len(cs)} windows); long_chunks=split cuts it"))
+                                      f"tokens (it would take {len(cs)} windows); --long-chunks split cuts it"))
             else:
                 self.counts["long_chunks_split"] += 1
                 self.counts["long_chunk_windows"] += len(cs)
@@ -303,7 +308,7 @@ def plan_prechunked(cfg: EmbedConfig, chunk_tokens: int, source: Any = None
         works = [PrechunkedWork(split=Split(kind="dask", url=f"dask://{name}/{i}", size=0, version=name, start=i,
                                             end=i + 1, settings=digest), number=i, partition=p, **base)
                  for i, p in enumerate(parts)]
-        return works, CorpusFormat.PRECHUNKED, Path(f"dask://{name}")
+        return works, CorpusFormat.PRECHUNKED, Path(f"dask-{name}")
     path = cfg.corpus.path
     try:
         splits = plan_splits(str(path), split_bytes=cfg.corpus.split_bytes, settings=settings)
@@ -353,9 +358,10 @@ def folder_works(cfg: EmbedConfig, info: Any, base: dict[str, Any]) -> list[Spli
                               f"({folder / '_chunks.json'}); chunk the corpus again")
         carried = {k: f[k] for k in ("documents", "repaired", "truncated_documents", "truncated_tokens", "rejects")}
         carried["counts"] = f.get("counts", {})
+        unit = "chunk" if s.get("corpus_format") == CorpusFormat.PRECHUNKED.value else "document"
         for j, split in enumerate(plan_splits(str(file), split_bytes=cfg.corpus.split_bytes, settings=settings)):
             works.append(PrechunkedWork(split=split, number=len(works), token_dtype=s["token_dtype"],
-                                        carried=carried if j == 0 else {}, **base))
+                                        carried=carried if j == 0 else {}, unit=unit, **base))
     return works
 
 

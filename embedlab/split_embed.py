@@ -388,9 +388,12 @@ def _reject_duplicate(store: Store, manifest: Manifest, works: list[SplitWork], 
     doc_id, chunk_ids = _rows_of(store, manifest, lose) if lose["index"] >= 0 else (None, [])
     if doc_id is None and win["index"] >= 0:
         doc_id = _rows_of(store, manifest, win)[0]
+    unit = getattr(works[lose_split], "unit", "document")
+    if unit == "chunk" and chunk_ids:  # rows made upstream: the id is a chunk's (its windows', if cut)
+        doc_id = chunk_ids[0] if len(chunk_ids) == 1 else chunk_ids[0].rpartition("#")[0]
     where = f"{works[win_split].split.url}:{int(win['line']) + offsets[win_split]}"
     rejects.append(Reject(works[lose_split].split.url, int(lose["line"]) + offsets[lose_split], doc_id,
-                          f"duplicate document id {short(doc_id)} (first seen at {where})"))
+                          f"duplicate {unit} id {short(doc_id)} (first seen at {where})"))
     if not chunk_ids:
         return 0
     entry = manifest.partitions[int(lose["index"])]
