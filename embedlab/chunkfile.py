@@ -238,3 +238,35 @@ def read_partitions(path: Path | str, groups: range, budget: int, first_index: i
                 buf = buf.slice(cut)
     if buf is not None and buf.num_rows:
         yield table_partition(buf, index, dtype)
+
+
+def folder_token_ids(folder: Path, tokenizer: Any, docs: int, chunk_tokens: int | None,
+                     max_length: int) -> list[np.ndarray]:
+    """Token ids of the chunks of a chunk folder's first ``docs`` documents (for a sweep).
+
+    Raises:
+        ChunkFileError: another tokenizer, other chunking, or chunks longer than ``max_length``.
+    """
+    import pyarrow.parquet as pq
+
+    record = read_folder_record(folder)
+    s = record["settings"]
+    if tokenizer_sha256(tokenizer) != s["tokenizer_sha256"]:
+        raise ChunkFileError(f"{folder} was tokenized by {s['tokenizer']}, whose tokenizer this model does not share")
+    if chunk_tokens not in (None, s["chunk_tokens"]) or s["chunk_tokens"] > max_length:
+        raise ChunkFileError(f"{folder} holds chunks of {s['chunk_tokens']} tokens; this sweep asks for "
+                             f"{chunk_tokens or max_length}: chunk the corpus again")
+    out: list[np.ndarray] = []
+    seen = 0
+    for f in record["files"]:
+        with pq.ParquetFile(folder / f["file"]) as pf:
+            for g in range(pf.num_row_groups):
+                t = pf.read_row_group(g, columns=["chunk_index", "tokens"])
+                first = t.column("chunk_index").to_numpy() == 0
+                keep = int(np.searchsorted(np.cumsum(first), docs, side="right"))
+                ids, off = token_arrays(t.column("tokens").slice(0, keep), np.dtype(s["token_dtype"]))
+                out += [ids[a:b] for a, b in zip(off[:-1].tolist(), off[1:].tolist())]
+                seen += int(first[:keep].sum())
+                if seen >= docs:
+                    return out
+    return out

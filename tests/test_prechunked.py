@@ -118,6 +118,16 @@ def test_a_model_with_another_tokenizer_or_a_shorter_window_is_refused(tmp_path,
     # the simulated device chunks with all-MiniLM-L6-v2's tokenizer: the same ids, accepted
     r = embedlab.embed(tmp_path / "chunks", tmp_path / "o4", model=SIM, progress=False)
     assert r.documents == 20 and not list((tmp_path / "o1").glob("*.parquet"))
+    # a sweep samples the folder's token ids: the same chunks as from the corpus, no tokenizer run
+    from embedlab.encoder import fast_tokenizer
+    from embedlab.experiments.sweeps import SweepConfig, sample_chunks
+
+    tok = fast_tokenizer(tiny)
+    got = sample_chunks(SweepConfig(corpus=tmp_path / "chunks", docs=12, chunks=9), tok, 256)
+    want = sample_chunks(SweepConfig(corpus=corpus, docs=12, chunks=9), tok, 256)
+    assert len(got) == 9 and [x.tolist() for x in got] == [x.tolist() for x in want]
+    with pytest.raises(ValueError, match="does not share"):
+        sample_chunks(SweepConfig(corpus=tmp_path / "chunks", docs=12, chunks=9), fast_tokenizer(str(other)), 256)
     # a folder whose chunk run did not finish is refused
     record = json.loads((tmp_path / "chunks" / FOLDER_RECORD).read_text())
     (tmp_path / "chunks" / FOLDER_RECORD).write_text(json.dumps({**record, "complete": False}))
