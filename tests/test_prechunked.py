@@ -88,6 +88,11 @@ def test_a_store_from_chunks_equals_the_store_from_the_corpus(tmp_path, scifact_
     again = embedlab.chunk(corpus, tmp_path / "chunks", **opts)
     assert again.splits_skipped == again.splits and again.rejected == 3
     assert {p.name: p.read_bytes() for p in (tmp_path / "chunks").glob("chunks-*.parquet")} == before
+    # a run cut short (a split's file missing, the folder not marked complete) redoes only that split
+    (tmp_path / "chunks" / "chunks-00002.parquet").unlink()
+    resumed = embedlab.chunk(corpus, tmp_path / "chunks", **opts)
+    assert resumed.splits_skipped == resumed.splits - 1
+    assert {p.name: p.read_bytes() for p in (tmp_path / "chunks").glob("chunks-*.parquet")} == before
 
 
 def read_tokens(folder: Path) -> list[np.ndarray]:
