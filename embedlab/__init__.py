@@ -5,9 +5,9 @@ The Python API (embedlab/api.py): ``embed(corpus, out, **options)`` runs a job;
 ``vectors``.
 """
 
-from embedlab.api import StoreReader, embed, open_store
+from embedlab.api import StoreReader, chunk, embed, open_store
 from embedlab.embed_result import EmbedResult
 from embedlab.store import Store
 
-__all__ = ["EmbedResult", "Store", "StoreReader", "embed", "open_store"]
+__all__ = ["EmbedResult", "Store", "StoreReader", "chunk", "embed", "open_store"]
 __version__ = "0.1.0"

@@ -65,12 +65,15 @@ def embed_config(corpus: str | Path, out: str | Path, **options: Any) -> EmbedCo
                        cluster=ClusterConfig(**parts["cluster"]), **top)
 
 
-def embed(corpus: str | Path, out: str | Path, **options: Any) -> EmbedResult:
+def embed(corpus: Any, out: str | Path, **options: Any) -> EmbedResult:
     """Embed a corpus into a store folder (``embedlab embed CORPUS --out OUT``).
 
     Args:
-        corpus: BEIR ``corpus.jsonl[.gz]``, JSONL, Parquet, a folder of ``.txt`` files, or a BEIR folder;
-            a local path or an fsspec URL (``s3://bucket/prefix/``: see ``storage_options``).
+        corpus: BEIR ``corpus.jsonl[.gz]``, JSONL, Parquet, a folder of ``.txt`` files, a BEIR folder,
+            a chunk folder (``embedlab.chunk``), or a Dask DataFrame or Bag of chunks from the stage
+            before (each partition a split; ``id_field`` and ``text_field`` name the chunk id and
+            text, ``doc_field`` the document; ``long_chunks="split"`` or ``"refuse"``); a local path
+            or an fsspec URL (``s3://bucket/prefix/``: see ``storage_options``).
         out: store folder; created, or resumed when it holds a store made with the same settings.
         **options: any config field, with that config's default when left out, e.g. ``limit``,
             ``format``, ``id_field``, ``text_field``, ``title_field``, ``chunk_tokens``, ``overlap``,
@@ -89,7 +92,22 @@ def embed(corpus: str | Path, out: str | Path, **options: Any) -> EmbedResult:
     """
     from embedlab.split_embed import embed as run
 
+    if hasattr(corpus, "to_delayed") and hasattr(corpus, "npartitions"):  # a Dask collection
+        options.setdefault("format", "prechunked")
+        return run(embed_config("dask-collection", out, **options), source=corpus)
     return run(embed_config(corpus, out, **options))
+
+
+def chunk(corpus: str | Path, out: str | Path, **options: Any) -> Any:
+    """Tokenize and chunk a corpus once into a chunk folder (``embedlab chunk CORPUS --out OUT``),
+    which :func:`embed` reads without a tokenizer, with any model sharing the tokenizer.
+
+    ``options`` as for :func:`embed` (``model`` names the tokenizer; ``partition_tokens`` is a row
+    group's token budget). Returns a ``ChunkResult`` (``summary()``, ``to_json()``).
+    """
+    from embedlab.chunk_job import chunk_corpus
+
+    return chunk_corpus(embed_config(corpus, out, **options))
 
 
 def open_store(path: str | Path) -> StoreReader:

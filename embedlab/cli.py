@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from embedlab.commands import compress, embed, evaluate, migrate, plan, search, sweep, update, verify
+from embedlab.commands import chunk, compress, embed, evaluate, migrate, plan, search, sweep, update, verify
 from embedlab.commands.helpformat import ReadmeCommand
 from embedlab.errors import EXIT_FAILED, EXIT_INTERRUPTED
 from embedlab.files import EnvironmentFault
@@ -22,6 +22,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
 
 COMMANDS = {  # name: (function, one-line help for the command list)
     "embed": (embed.embed, "Embed a corpus into a store of Parquet and FAISS shards."),
+    "chunk": (chunk.chunk, "Tokenize and chunk a corpus once, for many embeds."),
     "verify": (verify.verify, "Check a store's files, checksums and ids."),
     "search": (search.search, "Top chunks or documents for a question, with their text."),
     "merge": (search.merge, "Join a store's FAISS shards into one index."),

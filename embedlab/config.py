@@ -57,6 +57,13 @@ class CorpusFormat(str, enum.Enum):
     JSONL = "jsonl"  # JSONL with the id and text fields named by CorpusConfig
     PARQUET = "parquet"
     TXT = "txt"  # a folder of .txt files; the id is the path relative to the folder
+    CHUNKS = "chunks"  # a folder written by `embedlab chunk` (pre-tokenized); recognized by its metadata
+    PRECHUNKED = "prechunked"  # Parquet rows that are chunks made upstream (id and text fields name them)
+
+
+class LongChunks(str, enum.Enum):
+    SPLIT = "split"  # a prechunked row longer than the window becomes windows ID#0, ID#1, ...
+    REFUSE = "refuse"  # it is rejected (listed in _rejects.jsonl with its length)
 
 
 class Dtype(str, enum.Enum):
@@ -84,6 +91,8 @@ class CorpusConfig:
     id_field: str = "_id"  # generic JSONL / Parquet: the column holding the document id
     text_field: str = "text"  # generic JSONL / Parquet: the column holding the text
     title_field: str | None = "title"  # joined before the text when present (BEIR convention)
+    doc_field: str | None = None  # prechunked input: the column holding each chunk's document id;
+    # None: each chunk is its own document (doc_id = chunk id)
     limit: int | None = None  # stop after this many good documents
     block_docs: int = 1024  # documents read and tokenized per block; bounds a reader's memory
     split_bytes: int = 16 << 20  # corpus bytes per split, the unit a worker reads on its own
@@ -110,8 +119,10 @@ class ChunkConfig:
     overlap: int | None = None  # tokens shared by consecutive chunks of one document;
     # None: default_overlap(chunk_tokens), an eighth of the window (32 for 256 tokens)
     truncate: bool = False  # one chunk per document, cut at chunk_tokens (MTEB / BEIR evaluation)
+    long_chunks: LongChunks = LongChunks.SPLIT  # prechunked input: a chunk longer than chunk_tokens
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "long_chunks", parse_enum(LongChunks, self.long_chunks, "long_chunks"))
         if self.chunk_tokens is not None and self.chunk_tokens < 8:
             raise ValueError(f"chunk_tokens must be >= 8; got {self.chunk_tokens}")
         if self.overlap is not None and self.overlap < 0:

@@ -29,6 +29,8 @@ class EmbedResult:
     repaired_documents: int = 0  # embedded with lone surrogates replaced by U+FFFD
     truncated_documents: int = 0
     truncated_tokens: int = 0
+    long_chunks: dict[str, int] = field(default_factory=dict)  # prechunked rows longer than the window:
+    # long_chunks_split (cut into long_chunk_windows windows) or long_chunks_refused (rejected)
     reencoded_fp32: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
     startup_seconds: float = 0.0  # job start to every worker holding its encoder
@@ -86,6 +88,12 @@ class EmbedResult:
         if self.truncated_documents:
             lines.append(f"truncated   {self.truncated_documents:,} documents lost "
                          f"{self.truncated_tokens:,} tokens past the model's max length")
+        if self.long_chunks.get("long_chunks_split"):
+            lines.append(f"long chunks {self.long_chunks['long_chunks_split']:,} chunks longer than the window were "
+                         f"cut into {self.long_chunks['long_chunk_windows']:,} windows (ID#0, ID#1, ...)")
+        if self.long_chunks.get("long_chunks_refused"):
+            lines.append(f"long chunks {self.long_chunks['long_chunks_refused']:,} chunks longer than the window "
+                         "were refused (listed with the rejects)")
         if self.reencoded_fp32:
             lines.append(f"re-encoded  {len(self.reencoded_fp32):,} chunks in fp32 "
                          "(non-finite vectors at the requested dtype)")

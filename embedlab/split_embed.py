@@ -43,6 +43,7 @@ from embedlab.lines import NotCompressedError, iter_lines
 from embedlab.chunk_stream import make_chunker
 from embedlab.pipeline import EmptyCorpusError, encode_config_for, load_encoder, prepare_store, write_rejects
 from embedlab.pipeline import embed as embed_on_driver
+from embedlab.prechunked import MADE, plan_prechunked, resolve
 from embedlab.remote_read import plan_url
 from embedlab.runs import RunFile, merge_sorted
 from embedlab.split_task import (SPLIT_STRIDE, SplitOutcome, SplitWork, calibrate_split_task, embed_split_task,
@@ -51,19 +52,25 @@ from embedlab.splits import SplitError, plan_splits
 from embedlab.store import Manifest, PartitionEntry, Store, read_json
 
 
-def embed(cfg: EmbedConfig) -> EmbedResult:
+def embed(cfg: EmbedConfig, *, source: Any = None) -> EmbedResult:
     """Run the embed job described by ``cfg`` and return what it did.
+
+    Args:
+        cfg: the job; a chunk folder (``embedlab chunk``) as the corpus is recognized by its metadata.
+        source: a Dask DataFrame or Bag of chunks to embed instead of ``cfg.corpus.path``
+            (:mod:`embedlab.prechunked`; each partition is a split).
 
     Raises:
         CorpusError: the corpus cannot be read at all, or holds no good document.
         StoreMismatchError: ``cfg.out`` holds a store made with other settings.
     """
+    cfg = resolve(cfg, source)  # chunks made elsewhere: a chunk folder, prechunked rows
     if cfg.corpus.limit is not None:
         return embed_on_driver(cfg)
     t0 = time.perf_counter()
     chunker = make_chunker(cfg)  # checks chunk_tokens against the model, before any cluster
-    works, fmt, path = plan(cfg, chunker.chunk_tokens)
-    if all(w.split.size == 0 for w in works) and not Store(cfg.out).exists():  # nothing to read: no cluster
+    works, fmt, path = plan(cfg, chunker.chunk_tokens, source)
+    if source is None and all(w.split.size == 0 for w in works) and not Store(cfg.out).exists():  # no cluster
         raise EmptyCorpusError(f"{cfg.corpus.path}: no document could be embedded (the corpus is empty)")
     store, cfg, fresh = prepare_store(cfg, chunker.chunk_tokens)
     with store.claimed(f"embed {cfg.corpus.path}", take_over=cfg.take_over):  # one writer at a time
@@ -91,9 +98,11 @@ def _embed_claimed(cfg: EmbedConfig, store: Store, works: list[SplitWork], fmt: 
     return result
 
 
-def plan(cfg: EmbedConfig, chunk_tokens: int) -> tuple[list[SplitWork], CorpusFormat, Path | str]:
+def plan(cfg: EmbedConfig, chunk_tokens: int, source: Any = None) -> tuple[list[SplitWork], CorpusFormat, Path | str]:
     """The corpus's splits as tasks, its format and path, from metadata alone; a missing or
     unreadable corpus fails here."""
+    if source is not None or cfg.corpus.format in MADE:
+        return plan_prechunked(cfg, chunk_tokens, source)
     fmt, path, reader = reader_config(cfg.corpus)
     if fmt is CorpusFormat.PARQUET and not is_url(path):
         parquet_columns(path, reader)  # the footer only: a missing column fails before any cluster
@@ -219,7 +228,7 @@ class SplitJob:
         record = {"parts": len(outcome.entries), "documents": outcome.documents, "repaired": outcome.repaired,
                   "truncated_documents": outcome.truncated_documents,
                   "truncated_tokens": outcome.truncated_tokens, "lines": outcome.lines,
-                  "source": work.split.url, "rejects": outcome.rejects}
+                  "source": work.split.url, "rejects": outcome.rejects, "counts": outcome.counts}
         atomic_write_json(self.store.split_record_path(work.split.key), record)
         self.records[work.split.key] = record
         for e in outcome.entries:
@@ -309,6 +318,8 @@ def finish(job: SplitJob, works: list[SplitWork]) -> None:
     result.repaired_documents = sum(r["repaired"] for r in records)
     result.truncated_documents = sum(r["truncated_documents"] for r in records)
     result.truncated_tokens = sum(r["truncated_tokens"] for r in records)
+    result.long_chunks = {k: sum(r.get("counts", {}).get(k, 0) for r in records)
+                          for k in dict.fromkeys(k for r in records for k in r.get("counts", {}))}
     result.rejected = len(rejects)
     result.partitions = len(manifest.partitions)
     result.chunks = manifest.live_rows
@@ -388,9 +399,12 @@ def _reject_duplicate(store: Store, manifest: Manifest, works: list[SplitWork], 
     doc_id, chunk_ids = _rows_of(store, manifest, lose) if lose["index"] >= 0 else (None, [])
     if doc_id is None and win["index"] >= 0:
         doc_id = _rows_of(store, manifest, win)[0]
+    unit = getattr(works[lose_split], "unit", "document")
+    if unit == "chunk" and chunk_ids:  # rows made upstream: the id is a chunk's (its windows', if cut)
+        doc_id = chunk_ids[0] if len(chunk_ids) == 1 else chunk_ids[0].rpartition("#")[0]
     where = f"{works[win_split].split.url}:{int(win['line']) + offsets[win_split]}"
     rejects.append(Reject(works[lose_split].split.url, int(lose["line"]) + offsets[lose_split], doc_id,
-                          f"duplicate document id {short(doc_id)} (first seen at {where})"))
+                          f"duplicate {unit} id {short(doc_id)} (first seen at {where})"))
     if not chunk_ids:
         return 0
     entry = manifest.partitions[int(lose["index"])]

@@ -81,6 +81,14 @@ class SplitWork:
     def base(self) -> int:
         return self.number * SPLIT_STRIDE
 
+    def cut(self) -> tuple[Any, Any, Iterator[Partition]]:
+        """The split's reader, chunk stream and partitions (a prechunked split reads its own)."""
+        return cut_split(self)
+
+    def place(self, part: Partition, placed: dict[str, tuple[int, int, int]]) -> None:
+        """Record where each id unit (a document) of ``part`` starts: id -> (partition, row, chunks)."""
+        _placements(part, placed)
+
 
 @dataclass(frozen=True)
 class SplitOutcome:
@@ -100,6 +108,7 @@ class SplitOutcome:
     input_wait_seconds: float  # the encoder waited for the reader and tokenizer
     writer_wait_seconds: float  # the encoder waited for the writer (a full queue, the last writes)
     task_seconds: float
+    counts: dict[str, int] = field(default_factory=dict)  # a reader's own counts (prechunked: long chunks)
 
 
 @functools.lru_cache(maxsize=4)
@@ -362,7 +371,7 @@ def embed_split(work: SplitWork, out: str, encode: EncodeConfig) -> SplitOutcome
     encode (this thread), write (a thread, :data:`WRITE_BEHIND` behind).
     """
     t0 = time.perf_counter()
-    reader, stream, parts = cut_split(work)
+    reader, stream, parts = work.cut()
     store = Store(out, verify_deep=work.verify_deep)
     # A CPU encoder's threads fill the cores: reading, tokenizing and writing on other threads
     # would only contend with them (OpenMP threads spin while the GIL and the cores are taken),
@@ -380,7 +389,7 @@ def embed_split(work: SplitWork, out: str, encode: EncodeConfig) -> SplitOutcome
             if ordinal >= SPLIT_STRIDE:
                 raise CorpusError(f"{work.split.url}: a split gives more than {SPLIT_STRIDE:,} partitions; "
                                   "use a larger partition budget or a smaller split size")
-            _placements(part, placed)
+            work.place(part, placed)
             prior = work.prior.get(part.index)
             if store.entry_is_current(prior, part.digest, work.prior_sizes.get(part.index)):
                 writer.put(ordinal, prior)
@@ -405,13 +414,13 @@ def embed_split(work: SplitWork, out: str, encode: EncodeConfig) -> SplitOutcome
     rejects = sorted([r.to_json() for r in stream.rejects] + reader.duplicates, key=lambda r: r["line"])
     return SplitOutcome(entries, encoded, stream.documents, stream.repaired, stream.truncated_documents,
                         stream.truncated_tokens, reader.lines, rejects, forward, tokens, padded, waited,
-                        writer.waited, time.perf_counter() - t0)
+                        writer.waited, time.perf_counter() - t0, dict(getattr(stream, "counts", {})))
 
 
 def calibrate_split_task(work: SplitWork, encode: EncodeConfig) -> np.ndarray | None:
     """int8 ranges from the vectors of the split's first partition (its first chunks); None when
     the split gives no partition."""
-    part = next(cut_split(work)[2], None)
+    part = next(work.cut()[2], None)
     if part is None:
         return None
     return calibrate(worker_encoder(encode).encode_ids(part.input_ids()[:CALIBRATION_ROWS]))

@@ -207,7 +207,7 @@ def test_default_overlap_scales_and_a_rerun_starts_nothing(made):
     assert embedlab.open_store(out).to_arrow().num_rows == again["chunks"]
 
 
-COMMANDS = ["embed", "verify", "search", "merge", "eval", "compress", "sweep", "plan", "update", "compact",
+COMMANDS = ["embed", "chunk", "verify", "search", "merge", "eval", "compress", "sweep", "plan", "update", "compact",
             "stream", "migrate"]
 
 

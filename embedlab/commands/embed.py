@@ -28,8 +28,9 @@ def default_out(corpus: Path | str) -> Path:
 def embed(
     corpus: Annotated[Optional[str], typer.Argument(
         metavar="CORPUS",
-        help="BEIR corpus.jsonl[.gz], JSONL, Parquet, a folder of .txt files, or a BEIR folder: a local "
-             "path or an fsspec URL (s3://bucket/prefix/, gs://..., az://..., https://..., file://...). "
+        help="BEIR corpus.jsonl[.gz], JSONL, Parquet, a folder of .txt files, a BEIR folder, or a chunk "
+             "folder (`embedlab chunk`): a local path or an fsspec URL (s3://bucket/prefix/, gs://..., "
+             "az://..., https://..., file://...). "
              "Default: ../shared/data/scifact/corpus.jsonl.gz when present, else a small bundled "
              "corpus (the summary names the one it read).", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(
@@ -73,11 +74,23 @@ def embed(
         "--truncate", help="One chunk per document, cut at the max length (as MTEB and BEIR evaluate).")
     ] = ChunkConfig.truncate,
     corpus_format: Annotated[str, typer.Option(
-        "--format", metavar="FORMAT", help="auto, beir, jsonl, parquet or txt.")] = CorpusConfig.format.value,
-    id_field: Annotated[str, typer.Option(help="JSONL/Parquet field holding the document id.")
-                        ] = CorpusConfig.id_field,
-    text_field: Annotated[str, typer.Option(help="JSONL/Parquet field holding the text.")
-                          ] = CorpusConfig.text_field,
+        "--format", metavar="FORMAT", help="auto, beir, jsonl, parquet, txt, chunks (a folder `embedlab chunk` "
+        "wrote; auto recognizes it) or prechunked.")] = CorpusConfig.format.value,
+    prechunked: Annotated[bool, typer.Option(
+        "--prechunked", help="CORPUS is Parquet whose rows are chunks made upstream: --id-column names the "
+                             "chunk id (kept as the chunk id), --text-column the text.")] = False,
+    id_field: Annotated[str, typer.Option(
+        "--id-field", "--id-column", help="JSONL/Parquet field holding the document id (with --prechunked: "
+                                          "the chunk id).")] = CorpusConfig.id_field,
+    text_field: Annotated[str, typer.Option(
+        "--text-field", "--text-column", help="JSONL/Parquet field holding the text.")] = CorpusConfig.text_field,
+    doc_field: Annotated[Optional[str], typer.Option(
+        "--doc-field", "--doc-column", help="With --prechunked: the column holding each chunk's document id. "
+                                            "Default: each chunk is its own document.")] = None,
+    long_chunks: Annotated[str, typer.Option(
+        metavar="split|refuse", help="With --prechunked: a chunk longer than the window (--chunk-tokens, by "
+        "default the model's max length) is cut into windows ID#0, ID#1, ... (split) or rejected (refuse); "
+        "the summary counts either, nothing is truncated.")] = ChunkConfig.long_chunks.value,
     title_field: Annotated[str, typer.Option(
         help="Field joined before the text when present; '' for none.")] = CorpusConfig.title_field,
     split_bytes: Annotated[int, typer.Option(
@@ -121,11 +134,12 @@ def embed(
     out = out or default_out(where)
     with usage():
         cfg = EmbedConfig(
-            corpus=CorpusConfig(path=where, format=corpus_format, id_field=id_field, text_field=text_field,
-                                title_field=title_field or None, limit=limit, split_bytes=split_bytes,
+            corpus=CorpusConfig(path=where, format="prechunked" if prechunked else corpus_format,
+                                id_field=id_field, text_field=text_field, title_field=title_field or None,
+                                doc_field=doc_field, limit=limit, split_bytes=split_bytes,
                                 storage_options=parse_storage_options(storage_option or [])),
             out=out,
-            chunk=ChunkConfig(chunk_tokens=chunk_tokens, overlap=overlap, truncate=truncate),
+            chunk=ChunkConfig(chunk_tokens=chunk_tokens, overlap=overlap, truncate=truncate, long_chunks=long_chunks),
             encode=EncodeConfig(model=model, dtype=dtype, batch_size=batch_size,
                                 max_batch_tokens=max_batch_tokens, device=device, compile=compile_model,
                                 trust_remote_code=trust_remote_code),

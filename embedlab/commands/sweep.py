@@ -22,7 +22,8 @@ def sweep(
         help="Precisions to sweep; one the device cannot run is skipped and the reason recorded.")]
     = "fp32,fp16,bf16,int8",
     data: Annotated[Optional[Path], typer.Option(
-        help="Corpus to chunk. Default: ../shared/data/scifact/corpus.jsonl.gz when present, "
+        help="Corpus to chunk, or a chunk folder (`embedlab chunk`: its token ids are sampled). "
+             "Default: ../shared/data/scifact/corpus.jsonl.gz when present, "
              "else the small bundled corpus.")] = None,
     docs: Annotated[int, typer.Option(min=1, help="Documents read and chunked.")] = SweepConfig.docs,
     chunks: Annotated[int, typer.Option(

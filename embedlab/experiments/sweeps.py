@@ -172,15 +172,20 @@ def sample_chunks(cfg: SweepConfig, tokenizer, max_length: int) -> list[np.ndarr
     from embedlab.config import CorpusConfig
     from embedlab.corpus import Document, read_corpus
 
+    from embedlab.chunkfile import chunk_folder, folder_token_ids
+
     if cfg.corpus is None:
         raise ValueError("SweepConfig.corpus is None and no chunk ids were given")
-    docs = [r for r in read_corpus(CorpusConfig(path=cfg.corpus, limit=cfg.docs)) if isinstance(r, Document)]
-    chunks, _ = Chunker(tokenizer, cfg.chunk_tokens or max_length, cfg.overlap).chunk(docs)
-    if not chunks:
+    folder = chunk_folder(cfg.corpus)
+    if folder is not None:  # a chunk folder (embedlab chunk): its token ids, no tokenizer run
+        ids = folder_token_ids(folder, tokenizer, cfg.docs, cfg.chunk_tokens, max_length)
+    else:
+        docs = [r for r in read_corpus(CorpusConfig(path=cfg.corpus, limit=cfg.docs)) if isinstance(r, Document)]
+        ids = [c.input_ids for c in Chunker(tokenizer, cfg.chunk_tokens or max_length, cfg.overlap).chunk(docs)[0]]
+    if not ids:
         raise ValueError(f"{cfg.corpus}: no chunks in the first {cfg.docs} documents")
-    pick = np.random.default_rng(cfg.seed).choice(len(chunks), size=min(cfg.chunks, len(chunks)),
-                                                  replace=False)
-    return [chunks[i].input_ids for i in np.sort(pick)]
+    pick = np.random.default_rng(cfg.seed).choice(len(ids), size=min(cfg.chunks, len(ids)), replace=False)
+    return [ids[i] for i in np.sort(pick)]
 
 
 class _Memory:
