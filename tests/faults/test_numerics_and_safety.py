@@ -57,7 +57,7 @@ def test_remote_code_is_refused_unless_trusted(tmp_path, tiny_model):
     (model / "config.json").write_text(json.dumps(cfg))
     (model / "modeling_evil.py").write_text("raise SystemExit('remote code ran')\n")
     safe = Encoder(EncodeConfig(model=str(model), device="cpu"))  # the repo's code never runs
-    assert type(safe.model).__module__.startswith("transformers.models.bert")
+    assert type(safe.model).__module__ == "embedlab.bert"  # a plain BERT, built by embedlab
     with pytest.raises(SystemExit, match="remote code ran"):  # only when the user opts in
         Encoder(EncodeConfig(model=str(model), device="cpu", trust_remote_code=True))
 
