@@ -41,10 +41,13 @@ def _rust_tokenizer(path: str, max_length: int) -> tuple[Any, Callable, int]:
 
     tok = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
     tok.no_padding()
-    tok.enable_truncation(max_length)
+    tok.no_truncation()  # the one the encoder exposes (the chunker cuts whole documents)
+    truncating = Tokenizer.from_str(tok.to_str())
+    truncating.enable_truncation(max_length)
 
     def tokenize(texts: Sequence[str]) -> list[np.ndarray]:
-        return [np.asarray(e.ids, dtype=np.int32) for e in tok.encode_batch(list(texts), add_special_tokens=True)]
+        encoded = truncating.encode_batch(list(texts), add_special_tokens=True)
+        return [np.asarray(e.ids, dtype=np.int32) for e in encoded]
 
     pad = tok.token_to_id(_pad_token(Path(path)))
     return tok, tokenize, pad if pad is not None else 0

@@ -143,6 +143,8 @@ def chunk_folder(path: Path) -> Path | None:
     A folder is one when it holds :data:`FOLDER_RECORD` or its first Parquet file carries the
     chunk metadata.
     """
+    if not isinstance(path, Path):  # a URL: chunk folders are read from local files only
+        return None
     if path.is_file():
         return path.parent if path.suffix == ".parquet" and file_meta(path) is not None else None
     if not path.is_dir():

@@ -38,7 +38,7 @@ def test_windows_respect_the_limit_overlap_and_cover_every_token(chunker, encode
         for a, b in zip(cs, cs[1:]):
             assert b.char_start < a.char_end  # consecutive windows overlap
             assert b.char_start > a.char_start
-        content = encoder.tokenizer(doc.text, add_special_tokens=False)["input_ids"]
+        content = encoder.tokenizer.encode(doc.text, add_special_tokens=False).ids
         covered = set()
         pos = 0
         for c in cs:  # every token of the document lies in some window
@@ -61,7 +61,7 @@ def test_truncate_mode_keeps_one_window_and_counts_the_loss(encoder, scifact_doc
     docs = docs_of(scifact_docs, 50)
     chunks, _ = ch.chunk(docs)
     assert len(chunks) == 50
-    full = encoder.tokenizer([d.text for d in docs], add_special_tokens=False)["input_ids"]
+    full = [e.ids for e in encoder.tokenizer.encode_batch([d.text for d in docs], add_special_tokens=False)]
     for c, ids in zip(chunks, full):
         assert c.n_tokens == min(len(ids), 254) + 2
         assert c.truncated_tokens == max(0, len(ids) - 254)

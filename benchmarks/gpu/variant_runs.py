@@ -51,15 +51,8 @@ def _cheap(b, model: str, dtype: str, batch: int, rec) -> None:
         except Exception as e:  # a variant that cannot run here is a result, not a crash
             rec(name, None, None, None, None, time.perf_counter() - t0, f"failed: {type(e).__name__}: {e}"[:300])
 
-    def eager_attention():
-        enc.model.set_attn_implementation("eager")
-        return enc
-
-    try:
-        variant("eager attention (default path otherwise)", eager_attention,
-                lambda e: e.encode_ids(pool, batch_size=batch, max_batch_tokens=0))
-    finally:
-        enc.model.set_attn_implementation("sdpa")
+    # Eager attention (0.50x / 0.63x of SDPA on the H100, benchmarks/results/encode_gpu.md) is no
+    # longer measured: embedlab's own BERT (embedlab/bert.py) runs SDPA only.
     variant("pinned buffers, non-blocking copies, one sync per pass", lambda: AsyncEncoder(enc),
             lambda e: e.encode_ids(pool, batch))
     variant("pinned + non-blocking + no mask on unpadded batches", lambda: AsyncEncoder(enc, drop_full_mask=True),
