@@ -24,6 +24,18 @@ from torch import nn
 ACTIVATIONS = {"gelu": nn.functional.gelu}
 
 
+# Layers whose weights come from the checkpoint: no random initialization first. (Building on the
+# meta device instead would import torch._dynamo, 1.4 s, for its initializers.)
+class Linear(nn.Linear):
+    def reset_parameters(self) -> None:
+        pass
+
+
+class Embedding(nn.Embedding):
+    def reset_parameters(self) -> None:
+        pass
+
+
 def supports(path: str | Path) -> bool:
     """Whether the checkpoint in ``path`` is a BERT this module builds (else: transformers)."""
     path = Path(path)
@@ -45,9 +57,9 @@ class Embeddings(nn.Module):
     def __init__(self, cfg: dict[str, Any]):
         super().__init__()
         h = cfg["hidden_size"]
-        self.word_embeddings = nn.Embedding(cfg["vocab_size"], h, padding_idx=cfg.get("pad_token_id", 0))
-        self.position_embeddings = nn.Embedding(cfg["max_position_embeddings"], h)
-        self.token_type_embeddings = nn.Embedding(cfg.get("type_vocab_size", 2), h)
+        self.word_embeddings = Embedding(cfg["vocab_size"], h, padding_idx=cfg.get("pad_token_id", 0))
+        self.position_embeddings = Embedding(cfg["max_position_embeddings"], h)
+        self.token_type_embeddings = Embedding(cfg.get("type_vocab_size", 2), h)
         self.LayerNorm = nn.LayerNorm(h, eps=cfg.get("layer_norm_eps", 1e-12))
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -63,7 +75,7 @@ class SelfAttention(nn.Module):
         h = cfg["hidden_size"]
         self.num_attention_heads = cfg["num_attention_heads"]
         self.attention_head_size = h // self.num_attention_heads
-        self.query, self.key, self.value = nn.Linear(h, h), nn.Linear(h, h), nn.Linear(h, h)
+        self.query, self.key, self.value = Linear(h, h), Linear(h, h), Linear(h, h)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, n, _ = x.shape
@@ -78,7 +90,7 @@ class DenseNorm(nn.Module):
 
     def __init__(self, n_in: int, h: int, eps: float):
         super().__init__()
-        self.dense, self.LayerNorm = nn.Linear(n_in, h), nn.LayerNorm(h, eps=eps)
+        self.dense, self.LayerNorm = Linear(n_in, h), nn.LayerNorm(h, eps=eps)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         return self.LayerNorm(self.dense(x) + residual)
@@ -95,7 +107,7 @@ class Attention(nn.Module):
 class Intermediate(nn.Module):
     def __init__(self, cfg: dict[str, Any]):
         super().__init__()
-        self.dense = nn.Linear(cfg["hidden_size"], cfg["intermediate_size"])
+        self.dense = Linear(cfg["hidden_size"], cfg["intermediate_size"])
         self.intermediate_act_fn = ACTIVATIONS[cfg.get("hidden_act", "gelu")]
 
 
@@ -141,8 +153,7 @@ def load(path: str | Path) -> NativeBert:
 
     path = Path(path)
     cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    with torch.device("meta"):
-        model = NativeBert(cfg)
+    model = NativeBert(cfg)
     state = {k.removeprefix("bert."): v for k, v in load_file(str(path / "model.safetensors")).items()}
     state = {k: v for k, v in state.items() if k.startswith(("embeddings.", "encoder."))}
     state.pop("embeddings.position_ids", None)

@@ -62,6 +62,6 @@ def quantize_int8(model: torch.nn.Module, full_range: bool) -> torch.nn.Module:
     """``model`` (fp32, on the CPU) with every ``nn.Linear`` replaced by an :class:`Int8Linear`, in place."""
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
-            if type(child) is torch.nn.Linear:
+            if isinstance(child, torch.nn.Linear):  # embedlab.bert's Linear too
                 setattr(module, child_name, Int8Linear(child, full_range))
     return model
