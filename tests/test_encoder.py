@@ -146,6 +146,8 @@ def test_batch_token_budget_defaults_per_device():
     from embedlab.encoder import CPU_BATCH_TOKENS, batch_token_budget
 
     assert batch_token_budget(EncodeConfig(), "cpu") == CPU_BATCH_TOKENS
+    assert batch_token_budget(EncodeConfig(), "cpu", 768) == CPU_BATCH_TOKENS  # wider: unchanged
+    assert batch_token_budget(EncodeConfig(), "cpu", 32) == 12 * CPU_BATCH_TOKENS  # narrow: same bytes
     assert batch_token_budget(EncodeConfig(), "cuda") is None
     assert batch_token_budget(EncodeConfig(max_batch_tokens=0), "cpu") is None
     assert batch_token_budget(EncodeConfig(max_batch_tokens=512), "cuda") == 512
