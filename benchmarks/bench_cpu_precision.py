@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from common import DATA, markdown_table, write_results  # noqa: E402
+from common import DATA, Results, markdown_table  # noqa: E402
 from embedlab.beir import load_split  # noqa: E402
 from embedlab.config import DEFAULT_MODEL, EncodeConfig  # noqa: E402
 from embedlab.encoder import Encoder, describe_model  # noqa: E402
@@ -231,7 +231,7 @@ def main() -> None:
                         "embedlab fp32, eager is the cosine reference")
     p.add_argument("--full-pipeline", action="store_true")
     args = p.parse_args()
-    started = time.perf_counter()
+    results = Results("cpu_precision")
     load = Path("/proc/loadavg").read_text().split()[0]
     doc_ids, corpus = scifact_texts()
     ndcg_ids, ndcg_corpus = doc_ids, corpus
@@ -253,8 +253,8 @@ def main() -> None:
              f"`embedlab embed --truncate` processes, taken in turn. CPU features: {features}. Load average "
              f"at the start: {load}, at the end: {Path('/proc/loadavg').read_text().split()[0]}.")
     command = "benchmarks/bench_cpu_precision.py " + " ".join(sys.argv[1:])
-    write_results("cpu_precision.md", "Number formats on the CPU against sentence-transformers", intro,
-                  part1 + ("\n\n" + part2 if part2 else ""), command, started)
+    results.write_markdown("Number formats on the CPU against sentence-transformers", intro,
+                           part1 + ("\n\n" + part2 if part2 else ""), command)
 
 
 if __name__ == "__main__":
