@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from embedlab.config import CODE_KINDS
 from embedlab.ops import calibrate_int8_ranges, quantize_binary, quantize_int8
 
-CODE_KINDS = ("binary", "int8")
 CALIBRATION_ROWS = 4096  # chunks of the first partition the int8 ranges are calibrated on
 
 

@@ -195,6 +195,9 @@ def workers_per_gpu_for(cluster: ClusterConfig, dim: int) -> ClusterConfig:
     return replace(cluster, workers_per_gpu=SMALL_MODEL_WORKERS_PER_GPU if dim <= SMALL_MODEL_DIM else 1)
 
 
+CODE_KINDS = ("binary", "int8")  # codes an embed can write beside the vectors (embedlab.codes)
+
+
 @dataclass(frozen=True, kw_only=True)
 class EmbedConfig:
     corpus: CorpusConfig
@@ -206,15 +209,15 @@ class EmbedConfig:
     progress: bool = True
     take_over: bool = False  # take over a stale writer claim from another host (see Store.claimed)
     verify_deep: bool = False  # resume re-hashes committed files instead of trusting their sizes
-    codes: tuple[str, ...] = ()  # codes written beside the vectors: "binary", "int8" (embedlab.codes)
+    codes: tuple[str, ...] = ()  # codes written beside the vectors: any of CODE_KINDS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", Path(self.out))
         if self.partition_tokens < 1:
             raise ValueError(f"partition_tokens must be >= 1; got {self.partition_tokens}")
-        unknown = sorted(set(self.codes) - {"binary", "int8"})
+        unknown = sorted(set(self.codes) - set(CODE_KINDS))
         if unknown:
-            raise ValueError(f"codes must be among binary, int8; got {', '.join(unknown)}")
+            raise ValueError(f"codes must be among {', '.join(CODE_KINDS)}; got {', '.join(unknown)}")
         if self.codes and self.corpus.limit is not None:
             raise ValueError("codes are written by the split-parallel path, which reads whole splits: "
                              "drop limit (--limit), or embed a smaller corpus file")

@@ -185,6 +185,17 @@ def record_from_json(obj: Any, cfg: CorpusConfig, source: str, line: int) -> Rec
     return guarded(lambda: _record(obj, cfg, source, line), source, line)
 
 
+def require_first_line(lines: Iterator[tuple[int, bytes] | Cut]) -> None:
+    """Read a gzip source's first line (its first block only), then close it; a source that is not
+    gzip data raises :class:`CorpusError` (before any cluster starts)."""
+    try:
+        next(lines, None)
+    except NotCompressedError as e:
+        raise CorpusError(str(e)) from None
+    finally:
+        lines.close()
+
+
 def guarded(build: Callable[[], Record], source: str, line: int) -> Record:
     """``build()``, or a :class:`Reject` of this record if it raises: one record, never the job."""
     try:

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from embedlab.config import CODE_KINDS
 from embedlab.ops import INT8_LEVELS, int8_steps
 
-CODE_KINDS = ("binary", "int8")
 _BIT_WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)
 
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from embedlab.config import CorpusConfig, CorpusFormat
 from embedlab.corpus import (UTF8_BOM, CorpusError, Record, guarded, jsonl_records, parquet_columns,
-                             parquet_records, read_jsonl_line, reader_config, txt_record)
-from embedlab.lines import NotCompressedError, gzip_lines
+                             parquet_records, read_jsonl_line, reader_config, require_first_line, txt_record)
+from embedlab.lines import gzip_lines
 from embedlab.remote import check_planned, filesystem, object_info, open_planned, planning, reading
 from embedlab.splits import Split, SplitError, jsonl_range, plan_splits
 
@@ -116,13 +116,7 @@ def plan_url(url: str, fmt: CorpusFormat, cfg: CorpusConfig, settings: Mapping[s
 def _gzip_head(split: Split, opts: Mapping[str, Any]) -> None:
     fs, path = filesystem(split.url, opts)
     with fs.open(path, "rb", block_size=1 << 20, cache_type="none") as fh:  # one GET of the first block
-        lines = gzip_lines(fh, split.url)
-        try:
-            next(lines, None)
-        except NotCompressedError as e:
-            raise CorpusError(str(e)) from None
-        finally:
-            lines.close()
+        require_first_line(gzip_lines(fh, split.url))
 
 
 def _parquet_footer(split: Split, cfg: CorpusConfig) -> None:

@@ -35,11 +35,11 @@ from embedlab.backends import describe
 from embedlab.cluster import connect
 from embedlab.codes import CodeSpec
 from embedlab.config import CorpusFormat, EmbedConfig, EncodeConfig, is_url, workers_per_gpu_for
-from embedlab.corpus import CorpusError, Reject, parquet_columns, reader_config, short
+from embedlab.corpus import CorpusError, Reject, parquet_columns, reader_config, require_first_line, short
 from embedlab.embed_result import EmbedResult
 from embedlab.files import EnvironmentFault, atomic_write_bytes, atomic_write_json
 from embedlab.jobs import run_on_cluster
-from embedlab.lines import NotCompressedError, iter_lines
+from embedlab.lines import iter_lines
 from embedlab.chunk_stream import make_chunker
 from embedlab.pipeline import EmptyCorpusError, encode_config_for, load_encoder, prepare_store, write_rejects
 from embedlab.pipeline import embed as embed_on_driver
@@ -133,13 +133,7 @@ def gzip_head(path: Path) -> None:
     Raises:
         CorpusError: the file holds no gzip data, or its data ends before the first line.
     """
-    lines = iter_lines(path)
-    try:
-        next(lines, None)
-    except NotCompressedError as e:
-        raise CorpusError(str(e)) from None
-    finally:
-        lines.close()
+    require_first_line(iter_lines(path))
 
 
 class SplitJob:
