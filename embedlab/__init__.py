@@ -5,9 +5,13 @@ The Python API (embedlab/api.py): ``embed(corpus, out, **options)`` runs a job;
 ``vectors``.
 """
 
-from embedlab.api import StoreReader, chunk, embed, open_store
-from embedlab.embed_result import EmbedResult
-from embedlab.store import Store
+from embedlab.openmp import prefer_sleeping_threads
+
+prefer_sleeping_threads()  # before anything imports torch (see embedlab/openmp.py)
+
+from embedlab.api import StoreReader, chunk, embed, open_store  # noqa: E402
+from embedlab.embed_result import EmbedResult  # noqa: E402
+from embedlab.store import Store  # noqa: E402
 
 __all__ = ["EmbedResult", "Store", "StoreReader", "chunk", "embed", "open_store"]
 __version__ = "0.1.0"

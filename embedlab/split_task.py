@@ -43,6 +43,7 @@ from embedlab.corpus import (UTF8_BOM, CorpusError, Document, Record, Reject, re
 from embedlab.backends import worker_encoder
 from embedlab.encoder import fast_tokenizer
 from embedlab.files import EnvironmentFault, atomic_write_bytes
+from embedlab.openmp import idle_threads_sleep
 from embedlab.partition import Partition
 from embedlab.chunk_stream import ChunkStream
 from embedlab.pipeline import encode_partition, write_partition
@@ -373,10 +374,11 @@ def embed_split(work: SplitWork, out: str, encode: EncodeConfig) -> SplitOutcome
     t0 = time.perf_counter()
     reader, stream, parts = work.cut()
     store = Store(out, verify_deep=work.verify_deep)
-    # A CPU encoder's threads fill the cores: reading, tokenizing and writing on other threads
-    # would only contend with them (OpenMP threads spin while the GIL and the cores are taken),
-    # so they run between forward passes. A device (CUDA, simulated) leaves the cores free.
-    overlap = worker_encoder(encode).device != "cpu"
+    # A device (CUDA, simulated) leaves the cores free for reading, tokenizing and writing. A CPU
+    # encoder shares them: beside spinning OpenMP threads those stages made both crawl (90 s for
+    # an 11 s job), so they overlap the forward passes only where idle threads sleep (embedlab's
+    # default, embedlab/openmp.py), and otherwise run between them.
+    overlap = worker_encoder(encode).device != "cpu" or idle_threads_sleep()
     writer = WriteBehind(out, work.split.key, work.topic, WRITE_BEHIND if overlap else 0)
     encoded: list[int] = []
     placed: dict[str, tuple[int, int, int]] = {}

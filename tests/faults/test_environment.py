@@ -108,7 +108,9 @@ def test_disk_full_is_one_line_naming_the_file_and_the_store_resumes(corpus, tin
         again = embed(path, out, tiny_model, "--json", *shared)
         assert again.returncode == 0, again.stderr
         got = files(out)
-    assert ": cannot write: " in line and str(out) in line and RESUMABLE in line
+    # the worker writing a partition or the driver committing one may hit the full disk first
+    assert (": cannot write: " in line or ": cannot commit to the store's log: " in line) and str(out) in line
+    assert RESUMABLE in line
     assert listed >= 1  # what landed before the fault was kept ...
     assert json.loads(again.stdout)["partitions_skipped"] >= listed  # ... and reused by the re-run
     assert got == files(clean)  # byte for byte what an undisturbed run writes
