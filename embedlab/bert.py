@@ -76,11 +76,15 @@ class SelfAttention(nn.Module):
         self.num_attention_heads = cfg["num_attention_heads"]
         self.attention_head_size = h // self.num_attention_heads
         self.query, self.key, self.value = Linear(h, h), Linear(h, h), Linear(h, h)
+        self.qkv: nn.Module | None = None  # query, key and value as one layer (embedlab/onednn.py)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, n, _ = x.shape
-        q, k, v = (f(x).view(b, n, self.num_attention_heads, -1).transpose(1, 2)
-                   for f in (self.query, self.key, self.value))
+        if self.qkv is not None:
+            q, k, v = self.qkv(x).view(b, n, 3, self.num_attention_heads, -1).permute(2, 0, 3, 1, 4)
+        else:
+            q, k, v = (f(x).view(b, n, self.num_attention_heads, -1).transpose(1, 2)
+                       for f in (self.query, self.key, self.value))
         o = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return o.transpose(1, 2).reshape(b, n, -1)
 
@@ -110,6 +114,9 @@ class Intermediate(nn.Module):
         self.dense = Linear(cfg["hidden_size"], cfg["intermediate_size"])
         self.intermediate_act_fn = ACTIVATIONS[cfg.get("hidden_act", "gelu")]
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.intermediate_act_fn(self.dense(x))
+
 
 class Layer(nn.Module):
     def __init__(self, cfg: dict[str, Any]):
@@ -120,7 +127,7 @@ class Layer(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         x = self.attention.output(self.attention.self(x, mask), x)
-        return self.output(self.intermediate.intermediate_act_fn(self.intermediate.dense(x)), x)
+        return self.output(self.intermediate(x), x)
 
 
 class Encoder(nn.Module):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from embedlab.batching import EncodeStats, plan_batches
 from embedlab.config import Dtype, EncodeConfig
 from embedlab.hardware import (NATIVE_BF16_FLAGS, NATIVE_FP16_FLAGS, NATIVE_INT8_FLAGS, cpu_flags, has_any,
                                nvidia_gpu_present)
@@ -270,6 +271,10 @@ class Encoder:
         self.torch_dtype = {Dtype.FP32: torch.float32, Dtype.FP16: torch.float16,
                             Dtype.BF16: torch.bfloat16, Dtype.INT8: torch.float32}[self.dtype]
         self.model = model.to(device=self.device, dtype=self.torch_dtype)
+        if self.native and self.device == "cpu" and self.dtype is Dtype.BF16 and not wants_compile(cfg):
+            import embedlab.onednn as onednn  # Linear layers laid out once for oneDNN's bf16 kernels
+
+            self.model = onednn.pack_bert(self.model) if onednn.available() else self.model
         if self.dtype is Dtype.INT8:
             from embedlab.quantize import full_range_activations, quantize_int8
 
@@ -377,27 +382,6 @@ class Encoder:
             return pooled
 
 
-@dataclass
-class EncodeStats:
-    """Where an encoder's time went: forward seconds, and real vs padded tokens."""
-
-    forward_seconds: float = 0.0
-    batches: int = 0
-    tokens: int = 0
-    padded_tokens: int = 0  # rows x longest row, summed over batches
-
-    def add(self, seconds: float, tokens: int, padded: int) -> None:
-        self.forward_seconds += seconds
-        self.batches += 1
-        self.tokens += tokens
-        self.padded_tokens += padded
-
-    @property
-    def padding_waste(self) -> float:
-        """Fraction of the tokens fed to the model that were padding."""
-        return 1 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0
-
-
 def _in_order(parts: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
     """Rows made batch by batch (index array, rows) put back in input order."""
     if not parts:
@@ -406,30 +390,6 @@ def _in_order(parts: list[tuple[np.ndarray, np.ndarray]], n: int) -> np.ndarray:
     for idx, rows in parts:
         out[idx] = rows
     return out
-
-
-def plan_batches(lengths: np.ndarray, max_rows: int, max_tokens: int | None = None) -> list[np.ndarray]:
-    """Batches of indices, longest sequences first.
-
-    Args:
-        lengths: ``(n,)`` token count of each sequence.
-        max_rows: most sequences in one batch.
-        max_tokens: most padded tokens (rows x longest row) in one batch; None: no budget.
-            A sequence longer than the budget still gets a batch of its own.
-
-    Returns:
-        Index arrays that together hold every index once, each sorted by decreasing length.
-    """
-    order = np.argsort(-lengths, kind="stable")
-    batches = []
-    i, n = 0, len(order)
-    while i < n:
-        rows = max_rows
-        if max_tokens is not None:
-            rows = max(1, min(max_rows, max_tokens // max(1, int(lengths[order[i]]))))
-        batches.append(order[i:i + rows])
-        i += rows
-    return batches
 
 
 def _pool(hidden, mask, mode: str):

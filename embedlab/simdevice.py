@@ -27,7 +27,7 @@ time, before the sleep for the rest of it.
 **Interface.** :class:`SimDevice` has what the pipeline's worker path uses of
 :class:`embedlab.encoder.Encoder`: ``encode_ids(ids) -> (n, dim) float32`` in input order with
 length-sorted batches from :func:`embedlab.encoder.plan_batches`, ``encode_texts``, ``stats``
-(:class:`embedlab.encoder.EncodeStats`), ``dim``, ``info``, ``device``, ``compiled``,
+(:class:`embedlab.batching.EncodeStats`), ``dim``, ``info``, ``device``, ``compiled``,
 ``compile_error``, ``torch_threads``, ``max_batch_tokens`` and ``keeps_freed_memory``. A model
 name ``sim:r_max=66000,b_half=96,dim=384`` names one (:func:`parse_sim_model`).
 """
@@ -45,7 +45,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from embedlab.config import DEFAULT_MODEL, Dtype
-from embedlab.encoder import EncodeStats, ModelInfo, describe_model, fast_tokenizer, plan_batches
+from embedlab.batching import EncodeStats, plan_batches
+from embedlab.encoder import ModelInfo, describe_model, fast_tokenizer
 
 if TYPE_CHECKING:
     from embedlab.codes import CodeSpec

@@ -82,3 +82,19 @@ def test_native_vectors_match_sentence_transformers(encoder, st_model, scifact_d
     a, b = encoder.encode_texts(texts, batch_size=7), st_model.encode(texts, batch_size=16)
     cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     assert cos.min() >= 0.99999
+
+
+@pytest.mark.skipif(not __import__("embedlab.onednn").onednn.available(), reason="torch built without oneDNN")
+def test_onednn_packed_bf16_equals_the_unpacked_bf16_model(model_path, scifact_docs):
+    from embedlab import onednn
+    from embedlab.config import EncodeConfig
+    from embedlab.encoder import Encoder
+
+    enc = Encoder(EncodeConfig(model=model_path, dtype="bf16", device="cpu"))
+    assert isinstance(enc.model.encoder.layer[0].attention.self.qkv, onednn.PackedLinear)  # the default
+    plain = bert.load(model_path).to(torch.bfloat16)
+    texts = [d["text"][: 30 + 45 * i] for i, d in enumerate(scifact_docs[:8])]  # padded rows too
+    packed_vectors = enc.encode_texts(texts)
+    enc.model = plain
+    plain_vectors = enc.encode_texts(texts)
+    assert (packed_vectors * plain_vectors).sum(1).min() >= 0.9999

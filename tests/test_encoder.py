@@ -14,7 +14,8 @@ import pytest
 
 from embedlab.chunking import Chunker
 from embedlab.corpus import Document
-from embedlab.encoder import ModelNotFoundError, describe_model, plan_batches, resolve_model_path
+from embedlab.batching import plan_batches
+from embedlab.encoder import ModelNotFoundError, describe_model, resolve_model_path
 
 
 def cosine(a, b):
@@ -93,7 +94,7 @@ def test_reduced_precision_on_cpu_stays_close(dtype, scifact_docs):
 
 
 def test_plan_batches_respects_rows_and_token_budget():
-    from embedlab.encoder import plan_batches
+    from embedlab.batching import plan_batches
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(5, 257, size=1000)
@@ -161,7 +162,7 @@ import numpy as np
 from embedlab.config import EncodeConfig
 from embedlab.encoder import Encoder
 
-encoder = Encoder(EncodeConfig(device="cpu", keep_freed_memory=sys.argv[1] == "keep"))
+encoder = Encoder(EncodeConfig(device="cpu", dtype="fp32", keep_freed_memory=sys.argv[1] == "keep"))
 ids = [np.arange(1000, 1256) for _ in range(8)]  # one batch of 2,048 tokens
 encoder.encode_ids(ids)
 faults = []
@@ -183,7 +184,7 @@ def test_cpu_encoder_stops_page_faulting_its_activations():
                              check=True).stdout.split()
         runs[mode] = (out[0] == "True", int(out[1]))
     assert runs["keep"][0] and not runs["default"][0]
-    # 12 MiB of FFN activations alone are 3,072 pages; measured here: ~0-1,500 kept, 11,000-35,000 not
+    # 12 MiB of FFN activations alone are 3,072 pages; measured here (fp32): ~0-1,500 kept, 11,000-35,000 not
     assert runs["keep"][1] < 5000 < runs["default"][1], runs
 
 

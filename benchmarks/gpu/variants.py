@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from embedlab.encoder import plan_batches
+from embedlab.batching import plan_batches
 
 
 def pool(hidden, mask, mode: str, normalize: bool):
