@@ -2,9 +2,9 @@
 
 A writer that changes partitions (``update``, a ``stream`` batch, ``compact``) stages each new
 file in ``OUT/_staging/`` under a name no raw reader lists: the folder starts with ``_``, which
-pyarrow's dataset discovery (and so pandas and Dask) skips, and a staged Parquet file ends in
-``.parquet.staged``, which DuckDB's and Polars' ``*.parquet`` globs (even recursive ones) do not
-match. Then one commit record names the new entries *and* the intent: each staged file and the
+pyarrow's dataset discovery (and so pandas) skips, and a staged Parquet file ends in
+``.parquet.staged``, which Dask's, DuckDB's and Polars' ``*.parquet`` listings (recursive ones
+too, which enter ``_`` folders) do not match (``scripts/check_raw_readers.py``). Then one commit record names the new entries *and* the intent: each staged file and the
 live name it takes. That record is the decision point. Then each staged file is moved over its
 live name with :func:`os.replace`, one atomic rename per file, so a reader listing the folder
 finds for each partition the old file or the new one, never both and never neither. Rewritten

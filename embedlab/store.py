@@ -19,9 +19,9 @@ Layout of a store folder ``OUT``::
     OUT/_staging/                 new files of an update, stream batch or compaction, not yet live
                                   (Parquet ones as ``part-NNNNN[.gK].parquet.staged``)
 
-Every name that is not a partition starts with ``_`` or ``.``, which pyarrow, pandas and
-Dask skip, and no other file ends in ``.parquet`` (DuckDB's and Polars' globs), so ``OUT``
-opens as one Parquet dataset. Files are written under a hidden temporary name and renamed into
+Every name that is not a partition starts with ``_`` or ``.``, which pyarrow and pandas skip,
+and no other file ends in ``.parquet`` (what Dask, DuckDB and Polars go by), so ``OUT`` opens as
+one Parquet dataset. Files are written under a hidden temporary name and renamed into
 place, so no reader ever sees half a file.
 
 The commit log is the commit point: a partition belongs to the store once a record names it.

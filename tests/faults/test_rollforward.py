@@ -34,6 +34,7 @@ from embedlab.rollforward import CRASH_ENV, INTENT
 from embedlab.search import Searcher
 from embedlab.store import Store
 from embedlab.streaming import StreamConfig, stream
+from embedlab.transaction import live_documents
 
 from ..conftest import write_jsonl
 
@@ -200,3 +201,33 @@ def test_stream_killed_at_each_step_of_a_batch_commit(tmp_path, scifact_docs, ti
     assert_equal_stores(out, bulk)
     assert not ({docs[0]["_id"]} & set(ds.dataset(out, format="parquet").to_table(
         columns=["doc_id"]).column("doc_id").to_pylist()))
+
+
+# -- a store of the format before roll-forward commits -------------------------------------------
+def test_a_format_2_store_opens_and_its_next_update_keeps_its_generation_names(versions, tmp_path, scheduler,
+                                                                              scifact_docs):
+    """A format-2 store whose update had rewritten a partition as ``part-0000K.g1.parquet`` (made
+    here from v1 the way a format-2 commit left it) opens as it is; the next update marks it
+    format 3 and rewrites that partition under the same ``.g1`` name, one file per partition."""
+    out = tmp_path / "old"
+    shutil.copytree(versions["v1"], out)
+    meta = json.loads((out / "_embedlab.json").read_text())
+    (out / "_embedlab.json").write_text(json.dumps({**meta, "format_version": 2}))
+    store = Store(out)
+    m = store.manifest()
+    k = live_documents(store, m)[scifact_docs[2]["_id"]].partition  # v2 deletes this document
+    e = m.partitions[k]
+    for rel, new in ((e.parquet, f"part-{k:05d}.g1.parquet"), (e.faiss, f"_faiss/part-{k:05d}.g1.faiss")):
+        (out / rel).rename(out / new)
+    e.parquet, e.faiss, e.generation = f"part-{k:05d}.g1.parquet", f"_faiss/part-{k:05d}.g1.faiss", 1
+    store.write_manifest(m)
+    store = Store(out)
+    assert store.format_version == 2 and store.verify() == []
+    assert Searcher(out).n_chunks == Searcher(versions["v1"]).n_chunks
+    r = update(UpdateConfig(source=versions["v2"], out=out, progress=False, cluster=ClusterConfig(scheduler=scheduler)))
+    assert r.committed and r.partitions_rewritten >= 2
+    store = Store(out)
+    e = store.manifest().partitions[k]
+    assert store.format_version == 3 and (e.parquet, e.generation) == (f"part-{k:05d}.g1.parquet", 2)
+    assert len(list(out.glob("*.parquet"))) == len(store.manifest().partitions)
+    assert_equal_stores(out, versions["fresh"])
