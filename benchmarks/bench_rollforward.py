@@ -1,11 +1,12 @@
 """What copy-on-write with roll-forward commits costs against tombstones: stream batches and an update
 that remove rows.
 
-    .venv/bin/python benchmarks/bench_rollforward.py [--docs 2000] [--ops 24] [--repeats 3] [--results DIR]
+    .venv/bin/python benchmarks/bench_rollforward.py [--docs 2000] [--ops 48] [--repeats 5] [--results DIR]
 
-A store of ``--docs`` SciFact documents is embedded once with the tiny random BERT (max length
-128) at the default 65,536-token partitions: full-size partitions, which is what a rewrite
-reads and writes. Then, each run on a fresh copy of it, copy-on-write and ``--tombstones`` taken
+A store of ``--docs`` SciFact documents is embedded once with a random one-layer BERT of
+all-MiniLM-L6-v2's width (384-dimension vectors, so a partition's file is the size a real
+store's is; max length 128) at the default 65,536-token partitions: full-size partitions, which
+is what a rewrite reads and writes. Then, each run on a fresh copy of it, copy-on-write and ``--tombstones`` taken
 in turn for ``--repeats`` rounds:
 
 * ``stream``: ``--ops`` change-feed records, alternately a delete and a modify, each of a document
@@ -67,8 +68,8 @@ def change_feed(store: Store, docs: list[dict], ops: int, path: Path) -> int:
 def main() -> None:
     ap = parser(__doc__)
     ap.add_argument("--docs", type=int, default=2000, help="SciFact documents in the store")
-    ap.add_argument("--ops", type=int, default=24, help="change-feed records (deletes and modifies)")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--ops", type=int, default=48, help="change-feed records (deletes and modifies)")
+    ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     os.environ.setdefault("EMBEDLAB_COMPILE", "0")  # a tiny model: torch.compile's warm-up is not the point
     results = Results("rollforward", args.results)
@@ -78,7 +79,7 @@ def main() -> None:
             LocalCluster(n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1",
                          dashboard_address=None) as cluster:
         work = Path(tmp)
-        model = make_tiny_model(work / "tiny", max_len=128)
+        model = make_tiny_model(work / "tiny", hidden=384, layers=1, max_len=128)
         docs = load_docs(args.docs)
         corpus = work / "v1.jsonl"
         corpus.write_text("".join(json.dumps(d) + "\n" for d in docs))
@@ -119,7 +120,7 @@ def main() -> None:
                  for c in (True, False) for v in got[(job, c)]]
     n_parts = base.partitions
     intro = (f"Store: {args.docs:,} SciFact documents, {base.chunks:,} chunks in {n_parts} partitions of "
-             f"up to 65,536 tokens (tiny random BERT, max length 128, fp32). Changes: {args.ops} change-feed "
+             f"up to 65,536 tokens (random one-layer BERT, 384 dimensions, max length 128, fp32). Changes: {args.ops} change-feed "
              f"records (deletes and modifies alternately), round robin over the partitions ({touched} touched). "
              f"Median ± std of {args.repeats} runs per setup, setups taken in turn, each run on a fresh copy of "
              "the store. Copy-on-write rewrites each partition a change removes rows from and commits by "
