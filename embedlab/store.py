@@ -6,9 +6,9 @@ Layout of a store folder ``OUT``::
                                   n_tokens, text, vector (fixed-size list of float32)
     OUT/_faiss/part-00000.faiss   IndexIDMap2(IndexFlatIP) with ids = index.faiss_ids(chunk_id)
     OUT/_embedlab.json            what made the store: model, checksum, dtype, chunking
-    OUT/_log/                     the commit log (format 2): one record per commit, checkpoints
+    OUT/_log/                     the commit log (formats 2, 3): one record per commit, checkpoints
                                   (:mod:`embedlab.storelog`); per partition: rows, tokens, content
-                                  digest, file sha256s and sizes
+                                  digest, file sha256s and sizes; the last transaction's moves
     OUT/_manifest.json            format 1 only: the whole manifest, rewritten per commit
     OUT/_splits/KEY.json          per corpus split: partitions, documents, lines, rejects; and
     OUT/_splits/KEY.ids.npy       its documents' id hashes, sorted (the duplicate-id pass)
@@ -16,11 +16,13 @@ Layout of a store folder ``OUT``::
     OUT/_summary.json             counts and timings of the last embed (_update_summary.json,
                                   _stream_summary.json: of the last update and stream)
     OUT/_merged/index.faiss       every shard joined into one index (derived; an update drops it)
-    OUT/_staging/                 partitions of an update or stream batch not yet committed
+    OUT/_staging/                 new files of an update, stream batch or compaction, not yet live
+                                  (Parquet ones as ``part-NNNNN[.gK].parquet.staged``)
 
-Every name that is not a partition starts with ``_`` or ``.``, which pyarrow, pandas and
-DuckDB skip, so ``OUT`` opens as one Parquet dataset. Files are written under a hidden
-temporary name and renamed into place, so no reader ever sees half a file.
+Every name that is not a partition starts with ``_`` or ``.``, which pyarrow and pandas skip,
+and no other file ends in ``.parquet`` (what Dask, DuckDB and Polars go by), so ``OUT`` opens as
+one Parquet dataset. Files are written under a hidden temporary name and renamed into
+place, so no reader ever sees half a file.
 
 The commit log is the commit point: a partition belongs to the store once a record names it.
 In memory the committed state is a manifest (its records are in :mod:`embedlab.manifest`). A
@@ -33,8 +35,12 @@ checks the log and each listed file's size; a FAISS shard's sha256 is checked wh
 writers' recover / commit / compact steps) appends partitions and marks the rows it replaces or
 deletes as *tombstones* in the manifest entry of the partition holding them; readers
 (:meth:`Store.iter_tables`, :class:`embedlab.search.Searcher`) skip them, and compaction rewrites
-such a partition under its next *generation* name (``part-00003.g1.parquet``) without them;
-an update does so itself, in its commit (copy-on-write), unless told to leave tombstones.
+such a partition as its next *generation* without them; an update or a stream batch does so
+itself, in its commit (copy-on-write), unless told to leave tombstones. A format-3 commit
+stages new generations and moves them over the live names after its record
+(:mod:`embedlab.rollforward`); :meth:`Store.manifest` finishes a commit a crash interrupted.
+Format 2 named generations ``part-00003.g1.parquet``; such a store is upgraded in place by its
+next writer (only ``_embedlab.json`` changes) and keeps those names.
 """
 
 from __future__ import annotations
@@ -42,7 +48,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -53,8 +58,9 @@ import numpy as np
 from embedlab.files import atomic_write_bytes, atomic_write_json, reporting, sha256_file
 from embedlab.index import faiss_ids, shard_bytes
 from embedlab.manifest import Manifest, PartitionEntry, drop_tombstoned, part_name
+from embedlab.rollforward import STAGED_SUFFIX, roll_forward
 from embedlab.storecheck import (LiveIds, StoreError, StoreMismatchError, listed_problems,
-                                 partition_problems, read_checked_shard)
+                                 partition_problems, read_checked_shard, stray_files)
 from embedlab.storelog import LOG_DIR, StoreLog
 
 STORE_FILE = "_embedlab.json"
@@ -66,7 +72,8 @@ MERGED_DIR = "_merged"
 FAISS_DIR = "_faiss"
 STAGING_DIR = "_staging"
 SPLITS_DIR = "_splits"  # per corpus split: its counts and rejects, and its document-id hashes
-FORMAT_VERSION = 2  # 1: one _manifest.json rewritten per commit; 2: the commit log in _log/
+FORMAT_VERSION = 3  # 1: one _manifest.json rewritten per commit; 2: the commit log in _log/;
+# 3: and roll-forward commits (a format-2 writer would not finish one a crash interrupted)
 # Fields of the store identity that every partition must share; a run that differs is refused.
 IDENTITY_FIELDS = ("model_sha256", "dtype", "chunk_tokens", "overlap", "truncate", "pooling",
                    "normalize", "dim", "vector_dtype", "metric", "format_version", "codes")
@@ -167,7 +174,7 @@ class Store:
     # -- commits ------------------------------------------------------------------------------
     @property
     def format_version(self) -> int:
-        """2: commits in ``_log``; 1: a ``_manifest.json`` store; 0: no store (a staging journal)."""
+        """3, 2: commits in ``_log``; 1: a ``_manifest.json`` store; 0: no store (a staging journal)."""
         if self._format is None:
             if not self.exists():
                 return 0
@@ -179,12 +186,16 @@ class Store:
         return self.format_version >= 2
 
     def require_writable_format(self) -> None:
-        """Raise unless writers may commit to this store (format 1 must be migrated first)."""
+        """Raise unless writers may commit to this store (format 1 must be migrated first); mark a
+        format-2 store format 3 (nothing else changes) so that an older writer refuses it."""
         if self.exists() and self.format_version < 2:
             raise StoreError(
                 f"{self.root} is a format-{self.format_version} store (one {MANIFEST_FILE} rewritten per "
                 f"commit); this embedlab reads it but writes only format {FORMAT_VERSION}. Run "
                 f"`embedlab migrate {self.root}` once (nothing is re-embedded), then run this command again.")
+        if self.exists() and self.format_version < FORMAT_VERSION:
+            atomic_write_json(self.meta_path, {**self.meta(), "format_version": FORMAT_VERSION})
+            self._format = None
 
     @property
     def manifest_path(self) -> Path:
@@ -195,18 +206,22 @@ class Store:
         return self.log.exists() if self.logged else self.manifest_path.is_file()
 
     def manifest(self) -> Manifest:
+        """The committed state; a commit whose moves a crash interrupted is finished first."""
         if self.logged:
-            return self.log.manifest()
+            manifest = self.log.manifest()
+            roll_forward(self.root, self.log.intent)
+            return manifest
         if not self.manifest_path.is_file():
             return Manifest()
         return Manifest.from_json(read_json(self.manifest_path))
 
-    def write_manifest(self, manifest: Manifest, sets: dict[str, Any] | None = None) -> None:
-        """Commit ``manifest``, and ``sets`` (format 2 only), as one log record of what changed;
-        format 1: the whole file."""
+    def write_manifest(self, manifest: Manifest, sets: dict[str, Any] | None = None,
+                       sizes: dict[int, tuple[int, int]] | None = None) -> None:
+        """Commit ``manifest``, and ``sets`` (format 2+ only), as one log record of what changed
+        (``sizes``: of files still staged); format 1: the whole file."""
         if self.logged:
             with reporting(self.log.log.root, "commit to the store's log"):
-                self.log.write(manifest, sets)
+                self.log.write(manifest, sets, sizes)
         else:
             atomic_write_json(self.manifest_path, manifest.to_json())
 
@@ -265,7 +280,12 @@ class Store:
         return len(manifest.partitions)
 
     def parquet_path(self, index: int, generation: int = 0) -> Path:
-        return self.root / f"{part_name(index, generation)}.parquet"
+        """``part-NNNNN.parquet``; in a staging folder ``part-NNNNN.gK.parquet.staged``."""
+        return self.root / f"{part_name(index, generation)}{self.parquet_suffix}"
+
+    @property
+    def parquet_suffix(self) -> str:
+        return ".parquet" + (STAGED_SUFFIX if self.root.name == STAGING_DIR else "")
 
     def faiss_path(self, index: int, generation: int = 0) -> Path:
         return self.root / FAISS_DIR / f"{part_name(index, generation)}.faiss"
@@ -300,7 +320,7 @@ class Store:
 
     def partition_files(self) -> list[str]:
         """Every partition file in the folder (relative paths), named by the manifest or not."""
-        found = [p.name for p in self.root.glob("*.parquet")]
+        found = [p.name for p in self.root.glob(f"*{self.parquet_suffix}")]
         found += [f"{FAISS_DIR}/{p.name}" for p in (self.root / FAISS_DIR).glob("*.faiss")]
         return sorted(found)
 
@@ -363,7 +383,6 @@ class Store:
             table = drop_tombstoned(pq.read_table(self.root / e.parquet, columns=read), e.tombstones)
             yield table.select(want) if want is not None and read != want else table
 
-
     def load_shard(self, entry: PartitionEntry) -> Any:
         """The entry's FAISS shard without its tombstoned rows, its sha256 checked as it is read.
 
@@ -405,22 +424,7 @@ class Store:
                            for p in listed_bad):
                     problems += partition_problems(self.root, e, live)
             problems += live.problems(self.root, manifest)
-        listed = manifest.files()
-        # os.walk, unlike rglob, skips a folder that vanishes while it looks: a concurrent writer
-        # removes its staging folder right after its commit.
-        for d, dirs, files in os.walk(self.root):
-            rel_dir = Path(d).relative_to(self.root).as_posix()
-            if rel_dir in (STAGING_DIR, LOG_DIR) or rel_dir.startswith((f"{STAGING_DIR}/", f"{LOG_DIR}/")):
-                continue  # not committed, not read; the log's own temporaries are its business
-            for f in sorted(files):
-                path = Path(d) / f
-                rel = path.relative_to(self.root).as_posix()
-                if f.endswith(".tmp"):
-                    problems.append(f"{path}: stray temporary file from an interrupted write")
-                elif (rel.endswith(".parquet") and "/" not in rel
-                      or rel.startswith(f"{FAISS_DIR}/") and rel.endswith(".faiss")) and rel not in listed:
-                    problems.append(f"{path}: not in the manifest")
-        return problems
+        return problems + stray_files(self.root, manifest.files(), FAISS_DIR, (STAGING_DIR, LOG_DIR))
 
     def quick_problems(self) -> list[str]:
         """What opening the store checks: its commits, each listed file's size, stray files."""

@@ -15,8 +15,9 @@ The functions take the store's root and manifest, not a store, so the store can 
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +180,25 @@ def missing_partitions(manifest: Manifest) -> list[int]:
         missing += sorted(set(range(base, base + parts)) - set(manifest.partitions))  # compaction
         # may have rewritten some of them as plain entries under the same index
     return sorted(missing)
+
+
+def stray_files(root: Path, listed: Collection[str], faiss_dir: str, skipped: Sequence[str]) -> list[str]:
+    """Temporaries and partition files no commit names, in ``root`` outside the ``skipped`` folders.
+
+    ``os.walk``, unlike ``rglob``, passes over a folder that vanishes while it looks: a concurrent
+    writer removes its staging folder right after its commit.
+    """
+    problems = []
+    for d, _, files in os.walk(root):
+        rel_dir = Path(d).relative_to(root).as_posix()
+        if rel_dir in skipped or rel_dir.startswith(tuple(f"{s}/" for s in skipped)):
+            continue  # not committed, not read; the log's own temporaries are its business
+        for f in sorted(files):
+            path = Path(d) / f
+            rel = path.relative_to(root).as_posix()
+            if f.endswith(".tmp"):
+                problems.append(f"{path}: stray temporary file from an interrupted write")
+            elif (rel.endswith(".parquet") and "/" not in rel
+                  or rel.startswith(f"{faiss_dir}/") and rel.endswith(".faiss")) and rel not in listed:
+                problems.append(f"{path}: not in the manifest")
+    return problems

@@ -2,8 +2,10 @@
 
 A format-2 store keeps its commits in ``OUT/_log`` (:mod:`embedlab.commitlog`). Each landed
 partition is an ``add`` of the entry ``part/<index>`` whose value is the partition's manifest
-entry plus the byte sizes of its two files (stat'ed when the commit is made), so a reader can
-trust a listed file without hashing it; the store's ``complete`` flag is a ``set``. The
+entry plus the byte sizes of its two files (stat'ed when the commit is made, where the files
+are staged for a roll-forward commit: :mod:`embedlab.rollforward`), so a reader can trust a
+listed file without hashing it; the store's ``complete`` flag is a ``set``, as is the
+roll-forward intent of the last transaction. The
 in-memory :class:`~embedlab.manifest.Manifest` the pipeline works on is the log folded up.
 
 Writers hold a claim on the log (:meth:`StoreLog.claim`): the one writer of a store in this
@@ -27,6 +29,7 @@ from typing import Any
 
 from embedlab.commitlog import LOG_DIR, CommitLog, Snapshot, Writer
 from embedlab.manifest import Manifest, PartitionEntry
+from embedlab.rollforward import INTENT
 
 PART = "part/"
 COMPLETE = "complete"
@@ -62,6 +65,7 @@ class StoreLog:
         self._committed: dict[int, PartitionEntry] | None = None  # copies, to diff a manifest against
         self._complete = False
         self._seq = -1
+        self.intent: dict[str, Any] | None = None  # the last transaction's moves, as committed
 
     @property
     def _key(self) -> str:
@@ -98,6 +102,7 @@ class StoreLog:
         self._committed = {k: _copy(e) for k, e in parts.items()}
         self._complete = bool(snap.meta.get(COMPLETE, False))
         self._seq = snap.seq
+        self.intent = snap.meta.get(INTENT)
         return Manifest(partitions=dict(sorted(parts.items())), complete=self._complete)
 
     def meta_value(self, key: str, default: Any = None) -> Any:
@@ -135,8 +140,10 @@ class StoreLog:
             w.__exit__(None, None, None)
 
     def commit(self, put: Iterable[PartitionEntry] = (), drop: Iterable[int] = (),
-               complete: bool | None = None, sets: dict[str, Any] | None = None) -> int:
-        """One record: ``put`` entries (their files stat'ed now), ``drop`` indices, flags; its number.
+               complete: bool | None = None, sets: dict[str, Any] | None = None,
+               sizes: dict[int, tuple[int, int]] | None = None) -> int:
+        """One record: ``put`` entries (their files stat'ed now, unless ``sizes`` holds theirs: files
+        still staged), ``drop`` indices, flags; its number.
 
         Raises:
             FencedError: another writer took the store over since this writer's last record.
@@ -145,9 +152,10 @@ class StoreLog:
         put = list(put)
         actions: list[dict[str, Any]] = []
         for e in put:
-            sizes = ((self.root / e.parquet).stat().st_size, (self.root / e.faiss).stat().st_size)
-            self.sizes[e.index] = sizes
-            actions.append({"op": "add", "key": part_key(e.index), "entry": entry_value(e, sizes)})
+            got = (sizes or {}).get(e.index) or ((self.root / e.parquet).stat().st_size,
+                                                 (self.root / e.faiss).stat().st_size)
+            self.sizes[e.index] = got
+            actions.append({"op": "add", "key": part_key(e.index), "entry": entry_value(e, got)})
         dropped = list(drop)
         actions += [{"op": "remove", "key": part_key(k)} for k in dropped]
         if complete is not None:
@@ -170,8 +178,10 @@ class StoreLog:
             self._seq = seq
         return seq
 
-    def write(self, manifest: Manifest, sets: dict[str, Any] | None = None) -> int | None:
-        """Commit whatever differs between ``manifest`` and the last commit, as one record.
+    def write(self, manifest: Manifest, sets: dict[str, Any] | None = None,
+              sizes: dict[int, tuple[int, int]] | None = None) -> int | None:
+        """Commit whatever differs between ``manifest`` and the last commit, as one record
+        (``sizes``: of files still staged, see :meth:`commit`).
 
         Returns:
             The record's number; None when nothing differs.
@@ -185,7 +195,7 @@ class StoreLog:
         complete = manifest.complete if fresh else None
         if not put and not drop and complete is None and not sets:
             return None
-        return self.commit(put, drop, complete, sets)
+        return self.commit(put, drop, complete, sets, sizes)
 
     def migrate(self, manifest: Manifest) -> Path:
         """Write ``manifest`` (a version-1 store's) as checkpoint 0 of a new log; return its path.

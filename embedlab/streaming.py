@@ -5,9 +5,13 @@ change feed read as it grows), takes complete lines only, and stamps each record
 it first saw it. The main loop takes a micro-batch when ``max_batch`` records are waiting or
 the oldest has waited ``max_delay_ms``, classifies them against the store like an update
 (new, modified, unchanged, deleted), encodes the changed documents in-process with the cached
-encoder (no Dask: the batch is small and latency is the point), and commits one partition plus
-tombstones with the same atomic manifest commit as ``embedlab update``. A document is
-searchable once that commit lands; its latency is arrival to commit. The loop is
+encoder (no Dask: the batch is small and latency is the point), rewrites each partition the
+batch removes rows from without them (copy-on-write, as ``embedlab update`` does; with
+``copy_on_write=False`` they stay tombstones until ``compact``), and commits the new partition and
+the rewrites with the same roll-forward commit as ``embedlab update``
+(:mod:`embedlab.rollforward`), so raw Parquet readers never see a row the stream removed once
+its batch has landed. A document is searchable once that commit lands; its latency is arrival
+to commit. The loop is
 :func:`embedlab.jobs.run_in_process`: a Ctrl-C stops the stream between two batches.
 
 The same commit record holds the feed's read position after the batch
@@ -40,7 +44,8 @@ from embedlab.chunk_stream import ChunkStream, make_chunker
 from embedlab.pipeline import embed_partition, store_identity, write_rejects
 from embedlab.jobs import run_in_process
 from embedlab.store import Manifest, PartitionEntry, Store, atomic_write_json
-from embedlab.transaction import LiveDoc, commit, index_rows, live_documents, next_manifest, recover
+from embedlab.transaction import (LiveDoc, commit, compact_entries, index_rows, live_documents,
+                                  next_manifest, recover)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +67,8 @@ class StreamConfig:
     batch_size: int | None = None
     take_over: bool = False  # take over a stale writer claim from another host (see Store.claimed)
     read_ahead: int = 10_000  # most records read but not yet in a batch (at least 2 batches)
+    copy_on_write: bool = True  # rewrite the partitions a batch removes rows from, in its commit,
+    # so raw Parquet readers never see removed rows; False: tombstones (until `compact`)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "watch", Path(self.watch))
@@ -93,6 +100,7 @@ class StreamResult:
     chunks: int = 0
     batches: int = 0  # micro-batches taken
     commits: int = 0  # of which changed the store
+    rewritten: int = 0  # partitions rewritten without the rows a batch removed (copy-on-write)
     max_batch: int = 0
     max_delay_ms: float = 0.0
     wall_seconds: float = 0.0  # first arrival to last commit
@@ -127,7 +135,8 @@ class StreamResult:
             f"{self.deleted:,} deleted, {self.unchanged:,} unchanged, {self.rejected:,} rejected"
             + (f", {self.repaired:,} repaired (lone surrogates replaced by U+FFFD)" if self.repaired else ""),
             f"batches     {self.batches:,} (max {self.max_batch} records or {self.max_delay_ms:g} ms), "
-            f"{self.commits:,} commits, {self.chunks:,} chunks embedded",
+            f"{self.commits:,} commits, {self.chunks:,} chunks embedded"
+            + (f", {self.rewritten:,} partitions rewritten without removed rows" if self.rewritten else ""),
             f"latency     p50 {self.percentile(50):,.0f} ms, p99 {self.percentile(99):,.0f} ms "
             "(arrival to searchable)",
             f"throughput  {self.docs_per_second:,.1f} docs/s, {self.chunks_per_second:,.1f} chunks/s "
@@ -170,6 +179,7 @@ class _Staged:
     delta: Delta
     part: Partition | None  # None when the batch only deleted or changed nothing
     added: list[PartitionEntry]
+    rewritten: list[PartitionEntry]  # partitions it removed rows from, without them (copy-on-write)
 
 
 class _Writer:
@@ -182,8 +192,10 @@ class _Writer:
     name = "stream"
     progress = False
 
-    def __init__(self, store: Store, cfg: EmbedConfig, chunker: Chunker, result: StreamResult, watch: Path):
+    def __init__(self, store: Store, cfg: EmbedConfig, chunker: Chunker, result: StreamResult, watch: Path,
+                 copy_on_write: bool = True):
         self.store, self.cfg, self.chunker, self.result = store, cfg, chunker, result
+        self.copy_on_write = copy_on_write
         if not store.has_commits():
             store.write_manifest(Manifest(complete=True))
         self.manifest = recover(store)
@@ -223,7 +235,11 @@ class _Writer:
             t0 = time.perf_counter()
             added.append(embed_partition(part, str(self.store.staging.root), self.cfg.encode).entry)
             self.result.encode_seconds += time.perf_counter() - t0
-        return _Staged(delta, part, added)
+        rewritten = []
+        if self.copy_on_write and delta.dead:
+            rewritten = compact_entries(self.store, next_manifest(self.manifest, [], delta.dead),
+                                        only=delta.dead.keys())
+        return _Staged(delta, part, added, rewritten)
 
     def land(self, batch: list[Arrival], staged: _Staged) -> None:
         append_rejects(self.store.rejects_path, self.rejects[self.rejects_written:])
@@ -232,9 +248,12 @@ class _Writer:
         sets = {position.key: position.to_json()}  # in the batch's own commit record
         if staged.added or staged.delta.dead:
             new = next_manifest(self.manifest, staged.added, staged.delta.dead)
-            commit(self.store, new, staged.added, sets=sets)
+            for e in staged.rewritten:
+                new.partitions[e.index] = e
+            commit(self.store, new, [*staged.added, *staged.rewritten], sets=sets)
             self.manifest = new
             self.result.commits += 1
+            self.result.rewritten += len(staged.rewritten)
         else:  # nothing changed: the record holds the position alone
             self.store.write_manifest(self.manifest, sets=sets)
         self.position = position
@@ -296,7 +315,8 @@ def stream(cfg: StreamConfig, *, on_ready: Callable[[], None] | None = None) -> 
     store.init(store_identity(ecfg, chunker.chunk_tokens))
     with store.claimed(f"stream {cfg.watch}", take_over=cfg.take_over):
         return _run(cfg, _Writer(store, ecfg, chunker, StreamResult(
-            out=store.root, max_batch=cfg.max_batch, max_delay_ms=cfg.max_delay_ms), cfg.watch), on_ready)
+            out=store.root, max_batch=cfg.max_batch, max_delay_ms=cfg.max_delay_ms), cfg.watch,
+            cfg.copy_on_write), on_ready)
 
 
 def _run(cfg: StreamConfig, writer: _Writer, on_ready: Callable[[], None] | None) -> StreamResult:

@@ -1,19 +1,19 @@
 """Writers' transactions on a store: recover, stage, commit, compact, and what is live.
 
-An update, a stream batch and a compaction change a store the same way. Their partitions are
-written to ``store.staging`` (with a journal, the staging folder's own manifest, so an
-interrupted run resumes instead of re-encoding them), then moved into place, then one commit
-record names them (:meth:`Store.write_manifest`): that record is the commit. A crash before it leaves the store as it was; files
-moved in before a crash are not in the manifest, and :func:`recover`, run by the next writer,
-moves them back into staging (or removes them) before it starts. Callers hold
-:meth:`Store.claimed` around all of it.
+An update, a stream batch and a compaction change a store the same way. Their new files are
+written to ``store.staging`` (new partitions with a journal, the staging folder's own manifest,
+so an interrupted run resumes instead of re-encoding them; rewritten partitions as their next
+generation), then one commit record names them and the moves that make them live (the
+decision point), then the moves are made (:func:`commit`; :mod:`embedlab.rollforward`). A crash
+before the record leaves the store as it was; after it, the next opener finishes the moves.
+:func:`recover`, run by the next writer, does that and clears what staging holds that no
+journal lists. Callers hold :meth:`Store.claimed` around all of it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import shutil
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from embedlab.files import reporting, sha256_file
+from embedlab.files import reporting
 from embedlab.manifest import Manifest, PartitionEntry, drop_tombstoned
-from embedlab.store import Store, StoreError
+from embedlab.rollforward import INTENT, crash_point, fsync_dirs, intent, roll_forward
+from embedlab.store import FAISS_DIR, STAGING_DIR, Store, StoreError
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,11 @@ def index_rows(partition: int, doc_ids: list[str], chunk_ids: list[str], hashes:
 
 
 def recover(store: Store) -> Manifest:
-    """Bring a store back to its last commit before a writer starts; return that manifest.
+    """Bring a store to its last commit before a writer starts; return that manifest.
 
-    Partition files an interrupted commit had already moved in are moved back into staging
-    (when its journal lists them) or removed, as are stray temporaries and staged files that
-    the journal does not list.
+    A commit whose moves a crash interrupted is finished (by :meth:`Store.manifest`); stray
+    temporaries, staged files the journal does not list and partition files no commit names
+    (left by a crashed embed, or by a format-2 writer) are removed.
 
     Raises:
         StoreError: not a store, or its last embed did not finish.
@@ -84,23 +85,13 @@ def recover(store: Store) -> Manifest:
     if not store.has_commits() or not store.manifest().complete:
         raise StoreError(f"the last `embedlab embed` into {store.root} did not finish; "
                          "re-run it before updating the store")
-    store.remove_stray_temporaries()
     manifest = store.manifest()
+    store.remove_stray_temporaries()
     staging = store.staging
     if staging.root.is_dir():
         journal = staging.manifest()
-        committed = manifest.files()
-        for k in list(journal.partitions):
-            e = journal.partitions[k]
-            if k < manifest.next_index:
-                del journal.partitions[k]
-                continue
-            for rel, sha in ((e.parquet, e.parquet_sha256), (e.faiss, e.faiss_sha256)):
-                moved, staged = store.root / rel, staging.root / rel
-                if (not staged.is_file() and moved.is_file() and rel not in committed
-                        and sha256_file(moved) == sha):
-                    staged.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(moved, staged)
+        for k in [k for k in journal.partitions if k < manifest.next_index]:
+            del journal.partitions[k]  # committed, or superseded
         staging.remove_uncommitted(journal)
         staging.write_manifest(journal)
     store.remove_uncommitted(manifest)
@@ -122,21 +113,40 @@ def next_manifest(manifest: Manifest, added: Iterable[PartitionEntry],
 
 def commit(store: Store, manifest: Manifest, staged: Iterable[PartitionEntry],
            sets: dict[str, Any] | None = None) -> None:
-    """Move the ``staged`` partitions' files into place and write ``manifest``: the commit.
+    """Commit ``manifest``, whose ``staged`` entries name files in ``store.staging``, then roll
+    forward: one record, then one rename per file (:mod:`embedlab.rollforward`).
 
-    ``sets`` are values committed in the same record (a stream's feed position). Afterwards,
-    files no manifest entry names (superseded generations) and the staging folder are removed.
+    A staged entry of a partition the store holds takes over that partition's live file names
+    (so its old generation is replaced in one rename, never listed beside it); a new partition
+    gets ``part-NNNNN.parquet``. ``manifest``'s entries are set to the live names. ``sets`` are
+    values committed in the same record (a stream's feed position).
     """
     shutil.rmtree(store.merged_dir, ignore_errors=True)  # derived from the shards: now stale
-    staging = store.staging
+    old = store.manifest()
+    staged = sorted(staged, key=lambda e: (e.index not in old.partitions, e.index))  # rewrites first
+    moves: list[tuple[str, str]] = []
+    sizes: dict[int, tuple[int, int]] = {}
     for e in staged:
-        for rel in (e.parquet, e.faiss):
-            with reporting(store.root / rel, "move a staged partition into place"):
-                (store.root / rel).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(staging.root / rel, store.root / rel)
-    store.write_manifest(manifest, sets=sets)
-    store.remove_uncommitted(manifest)
-    shutil.rmtree(staging.root, ignore_errors=True)
+        prev = old.partitions.get(e.index)
+        live = ((prev.parquet, prev.faiss) if prev else
+                tuple(p.relative_to(store.root).as_posix() for p in (store.parquet_path(e.index),
+                                                                      store.faiss_path(e.index))))
+        src = (f"{STAGING_DIR}/{e.parquet}", f"{STAGING_DIR}/{e.faiss}")
+        with reporting(store.root / src[0], "read a staged partition's size"):
+            sizes[e.index] = ((store.root / src[0]).stat().st_size, (store.root / src[1]).stat().st_size)
+        moves += zip(src, live)
+        manifest.partitions[e.index] = dataclasses.replace(e, parquet=live[0], faiss=live[1])
+    with reporting(store.staging.root, "make the staged files durable"):
+        fsync_dirs(store.staging.root, store.staging.root / FAISS_DIR)
+    crash_point("staged")
+    todo = intent(moves)
+    store.write_manifest(manifest, sets={**(sets or {}), INTENT: todo}, sizes=sizes)
+    crash_point("committed")
+    roll_forward(store.root, todo)
+    with reporting(store.root, "make the moved files durable"):
+        fsync_dirs(store.root, store.root / FAISS_DIR)
+    crash_point("moved")
+    shutil.rmtree(store.staging.root, ignore_errors=True)
 
 
 def discard_staging(store: Store) -> None:
@@ -147,7 +157,7 @@ def discard_staging(store: Store) -> None:
 def compact_entries(store: Store, manifest: Manifest, only: Collection[int] | None = None,
                     ) -> list[PartitionEntry]:
     """Rewrite every partition with tombstones (of ``only``, when given), without them, into
-    staging as its next generation.
+    staging as its next generation (:func:`commit` moves it over the live files).
 
     Returns:
         The new entries (files in ``store.staging``), to pass to :func:`commit`.
@@ -164,15 +174,15 @@ def compact_entries(store: Store, manifest: Manifest, only: Collection[int] | No
         dim = table.schema.field("vector").type.list_size
         vectors = table.column("vector").combine_chunks().values.to_numpy().reshape(-1, dim)
         columns = {c: table.column(c) for c in table.column_names if c != "vector"}
-        gen = e.generation + 1
+        gen = e.generation + 1  # its staged names are unique to this transaction
         pq_sha, fs_sha = staging.write_partition(k, columns, vectors, generation=gen)
         keep = set(table.column("chunk_id").to_pylist())
         out.append(PartitionEntry(
             index=k, rows=table.num_rows, tokens=int(np.sum(table.column("n_tokens").to_numpy())),
             docs=len(set(table.column("doc_id").to_pylist())),
             digest=hashlib.sha256("\0".join([e.digest, *e.tombstones]).encode()).hexdigest(),
-            parquet=store.parquet_path(k, gen).relative_to(store.root).as_posix(),
-            faiss=store.faiss_path(k, gen).relative_to(store.root).as_posix(),
+            parquet=staging.parquet_path(k, gen).relative_to(staging.root).as_posix(),
+            faiss=staging.faiss_path(k, gen).relative_to(staging.root).as_posix(),
             parquet_sha256=pq_sha, faiss_sha256=fs_sha,
             reencoded_fp32=[c for c in e.reencoded_fp32 if c in keep], generation=gen))
     return out

@@ -118,7 +118,14 @@ def test_stream_embeds_every_arrival_and_reports_latency(streamed):
     t = pa.concat_tables(Store(root / "out").iter_tables(["doc_id", "text"]))
     rows = zip(t.column("doc_id").to_pylist(), t.column("text").to_pylist())
     live = [x for d, x in rows if d == changed["_id"]]
-    assert live == [new_text]  # only the rewrite is live: the old chunks are tombstoned
+    assert live == [new_text]  # only the rewrite is live
+    import pyarrow.dataset as ds
+
+    raw = ds.dataset(root / "out", format="parquet").to_table(columns=["doc_id", "text"])  # no reader filter
+    raw_rows = list(zip(raw.column("doc_id").to_pylist(), raw.column("text").to_pylist()))
+    assert [x for d, x in raw_rows if d == changed["_id"]] == [new_text]  # copy-on-write: the old
+    assert {d for d, _ in raw_rows} == {d["_id"] for d in final}  # chunks and the deleted document
+    assert result.rewritten >= 1  # are gone from the files
 
 
 def test_streamed_store_equals_a_bulk_embed_of_the_same_documents(streamed, tiny):

@@ -108,6 +108,12 @@ def stream(
     text_field: Annotated[str, typer.Option(help="Field holding the text.")] = StreamConfig.text_field,
     title_field: Annotated[str, typer.Option(help="Field joined before the text; '' for none.")
                            ] = StreamConfig.title_field,
+    copy_on_write: Annotated[bool, typer.Option(
+        "--copy-on-write/--tombstones",
+        help="--copy-on-write (the default): rewrite each partition a batch removes rows from without "
+             "them, in the batch's commit, so readers of the raw Parquet files never see removed rows. "
+             "--tombstones: only mark them (no rewrite per batch; raw readers see them until `compact`).")
+    ] = StreamConfig.copy_on_write,
     take_over: Annotated[bool, typer.Option(
         "--take-over", help="Take over the writer claim of a writer on another host that has been silent "
         "for 60 s (a crashed one). A writer on this host whose process is gone is taken over anyway.")
@@ -129,7 +135,8 @@ def stream(
         cfg = StreamConfig(watch=watch, out=out, max_batch=max_batch, max_delay_ms=max_delay_ms,
                            max_docs=max_docs, idle_exit_s=idle_exit_s, model=model, chunk=chunk,
                            dtype=dtype, device=device, id_field=id_field, text_field=text_field,
-                           title_field=title_field or None, take_over=take_over, read_ahead=read_ahead)
+                           title_field=title_field or None, take_over=take_over, read_ahead=read_ahead,
+                           copy_on_write=copy_on_write)
     with reported(f"interrupted; every committed batch is in {out}."):
         result = run(cfg)
     typer.echo(json.dumps(result.to_json(), indent=2) if as_json else result.summary())

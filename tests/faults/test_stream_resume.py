@@ -36,7 +36,7 @@ def position(out: Path, feed: Path) -> FeedPosition:
 
 def mid_batch(out: Path) -> bool:
     """A batch's partition is staged and not committed yet."""
-    return any((out / "_staging").glob("part-*.parquet"))
+    return any((out / "_staging").glob("part-*.parquet.staged"))
 
 
 def kill_mid_batch(cmd: list[str], out: Path, feed: Path, after: int) -> None:

@@ -14,7 +14,7 @@ import embedlab
 from embedlab.claims import Claim
 from embedlab.commitlog import LOG_DIR, CommitLog
 from embedlab.search import Searcher
-from embedlab.store import Store
+from embedlab.store import FORMAT_VERSION, Store
 
 from ..conftest import claim_holder, write_jsonl
 
@@ -45,7 +45,7 @@ def records(out) -> list[dict]:
 def test_commits_are_records_with_sizes_and_the_store_opens_by_size(built):
     corpus, result = built
     store = Store(result.out)
-    assert store.format_version == 2 and not (result.out / "_manifest.json").exists()
+    assert store.format_version == FORMAT_VERSION == 3 and not (result.out / "_manifest.json").exists()
     recs = records(result.out)
     adds = [a for r in recs for a in r["actions"] if a["op"] == "add"]
     # group commit: never more records than partitions (plus claim, complete and release)
