@@ -14,7 +14,8 @@ from typing import Any
 
 
 def part_name(index: int, generation: int = 0) -> str:
-    """``part-00003``; a compacted rewrite is ``part-00003.g1``, ``part-00003.g2``, ..."""
+    """``part-00003``; a rewrite is staged as ``part-00003.g1``, ``part-00003.g2``, ... (and keeps
+    the live name it replaces; format 2 made ``.gK`` the live name)."""
     return f"part-{index:05d}" + (f".g{generation}" if generation else "")
 
 
@@ -48,6 +49,12 @@ class PartitionEntry:
     split: str = ""  # key of the corpus split it was cut from ("": cut by the driver's stream)
     ordinal: int = 0  # its place among that split's partitions
     split_parts: int = 0  # partitions the split gave (0: not known yet)
+
+    def __post_init__(self) -> None:
+        # Lists whatever carried the entry (a Dask event delivers tuples): an entry must compare
+        # equal to its committed copy, or each commit of a split's partitions re-adds them all.
+        self.reencoded_fp32 = list(self.reencoded_fp32)
+        self.tombstones = list(self.tombstones)
 
     def to_json(self) -> dict[str, Any]:
         d = dict(self.__dict__)
