@@ -184,13 +184,20 @@ def run_on_cluster(client, job: Job[U, R], units: Iterable[U], task: Callable[..
         if flush is not None and not pending.has_ready():
             flush()  # group commit: every result that landed since the last record
         bar.update(job.size(unit))
+        show_committed()
         bar.set_postfix(units=f"{stats.landed + stats.skipped}")
 
     poll = getattr(job, "poll", None)
+    committed = getattr(job, "chunks_committed", None)  # a job that commits inside its units
+
+    def show_committed() -> None:
+        if committed is not None and committed() > bar.n:
+            bar.update(committed() - bar.n)
 
     def next_done():
         while poll is not None and not pending.has_ready():
             poll()
+            show_committed()
             stop.check()
             time.sleep(0.05)
         return next(pending)
