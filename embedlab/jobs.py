@@ -188,11 +188,10 @@ def run_on_cluster(client, job: Job[U, R], units: Iterable[U], task: Callable[..
         bar.set_postfix(units=f"{stats.landed + stats.skipped}")
 
     poll = getattr(job, "poll", None)
-    committed = getattr(job, "chunks_committed", None)  # a job that commits inside its units
-
-    def show_committed() -> None:
-        if committed is not None and committed() > bar.n:
-            bar.update(committed() - bar.n)
+    def show_committed() -> None:  # a job that commits inside its units counts its chunks itself
+        committed = getattr(job, "chunks_committed", 0)
+        if committed > bar.n:
+            bar.update(committed - bar.n)
 
     def next_done():
         while poll is not None and not pending.has_ready():

@@ -7,7 +7,9 @@ the forward pass runs. A spinning thread holds a core the tokenizer needs, and a
 that the kernel has preempted stalls every barrier of every operator until it runs again. On
 the 2-core machine, with one other busy process, a 24,576 x 32 float add took 7.9 ms with
 spinning threads and 0.3 ms with sleeping ones, and the whole `embed` of Wikipedia with a
-1-layer 32-wide model ran 3.3x faster (benchmarks/results/openmp_wait.md).
+1-layer 32-wide model ran 3.3x faster; on a quiet machine the overlap this allows took its input
+ceiling from 0.35 to 0.41 of the raw tokenizer (benchmarks/bench_openmp_wait.py, results in
+benchmarks/results/openmp_wait_*.md).
 
 libgomp reads ``OMP_WAIT_POLICY`` once, when torch loads it, so this must run before the first
 ``import torch`` of the process; worker processes inherit it. A value the user set is kept.

@@ -148,7 +148,7 @@ class SplitJob:
         self.events: queue.Queue = queue.Queue()  # filled on the Dask client's thread
         self.topic = f"embedlab-{uuid.uuid4().hex[:12]}"
         self.fed = [0, 0]
-        self.rows_committed = 0
+        self.chunks_committed = 0  # in the partitions committed so far this run (the progress bar)
 
     def key(self, work: SplitWork) -> str:
         return f"split-{work.number:05d}-{work.split.key[:16]}"
@@ -158,10 +158,6 @@ class SplitJob:
 
     def size(self, work: SplitWork) -> int:
         return 0  # the bar counts chunks as partitions are committed (chunks_committed), not splits
-
-    def chunks_committed(self) -> int:
-        """Chunks in the partitions committed so far this run (encoded or reused)."""
-        return self.rows_committed
 
     def entries_of(self, key: str) -> list[PartitionEntry]:
         return sorted((e for e in self.manifest.partitions.values() if e.split == key), key=lambda e: e.ordinal)
@@ -201,7 +197,7 @@ class SplitJob:
                 break
             entry = PartitionEntry(**msg["entry"])
             self.manifest.partitions[entry.index] = entry
-            self.rows_committed += entry.rows
+            self.chunks_committed += entry.rows
             if msg["encoded"]:
                 self.encoded.add(entry.index)
             changed = True

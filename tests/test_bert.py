@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from embedlab import bert
+from embedlab import bert, onednn
 from embedlab.checkpoint import load_checkpoint
 
 
@@ -84,9 +84,8 @@ def test_native_vectors_match_sentence_transformers(encoder, st_model, scifact_d
     assert cos.min() >= 0.99999
 
 
-@pytest.mark.skipif(not __import__("embedlab.onednn").onednn.available(), reason="torch built without oneDNN")
+@pytest.mark.skipif(not onednn.available(), reason="torch built without oneDNN")
 def test_onednn_packed_bf16_equals_the_unpacked_bf16_model(model_path, scifact_docs):
-    from embedlab import onednn
     from embedlab.config import EncodeConfig
     from embedlab.encoder import Encoder
 
