@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import copy
+import json
+
 import numpy as np
 import pytest
 
 from embedlab.chunking import Chunker, make_chunk_id, split_chunk_id
 from embedlab.corpus import Document
+
+from .test_split_input import sample
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +143,33 @@ def test_vectorized_windows_equal_the_per_token_loops():
         w = int(rng.integers(8, 300))
         overlap = int(rng.integers(0, w // 2))
         assert window_bounds(n, starts, w, overlap) == _loop_windows(n, ref, w, overlap), trial
+
+
+
+def chunk_tuples(chunker, docs) -> tuple[list[tuple], list[tuple]]:
+    chunks, rejects = chunker.chunk(docs)
+    return ([(c.chunk_id, c.char_start, c.char_end, c.text, c.input_ids.tobytes(), c.truncated_tokens)
+             for c in chunks], [(r.doc_id, r.reason) for r in rejects])
+
+
+EDGE_TEXTS = ["plain text.", "  leading spaces", "trailing spaces  ", "\x00control first", "last control\x07",
+              "\u0301lone accent first", "accent last e\u0301", "\u00e9t\u00e9", "\u4e2d\u6587 CJK", "[SEP] tail [SEP]",
+              "\ufeffbom first", "x", ".", "\u200b", "", "a" * 300, "word " * 200 + "end\u3000", "tab\tend\t"]
+
+
+@pytest.mark.parametrize("truncate", [False, True])
+def test_ids_first_tokenizing_gives_the_chunks_of_tokenizing_with_offsets(encoder, tmp_path, truncate):
+    """Documents tokenized for ids alone (one window, plain ASCII edges) and the rest with
+    offsets give exactly what tokenizing every document with offsets gives."""
+    fast = Chunker(encoder.tokenizer, chunk_tokens=128, overlap=16, truncate=truncate)
+    assert fast.ids_first
+    slow = copy.copy(fast)
+    slow.ids_first = False
+    docs = [Document(f"e{i}", t, "edges", i + 1) for i, t in enumerate(EDGE_TEXTS)]
+    assert chunk_tuples(fast, docs) == chunk_tuples(slow, docs)
+    for name in ("scifact", "wikipedia-vital-en"):
+        records = [json.loads(x) for x in sample(name, 2000, tmp_path / f"{name}.jsonl").read_bytes().splitlines()]
+        docs = [Document(r["_id"], (r.get("title", "") + " " + r["text"]).strip(), name, i + 1)
+                for i, r in enumerate(records)]
+        got, want = chunk_tuples(fast, docs), chunk_tuples(slow, docs)
+        assert len(got[0]) >= len(docs) and got == want
