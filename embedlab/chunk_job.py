@@ -33,8 +33,8 @@ import numpy as np
 
 from embedlab.backends import describe
 from embedlab.chunk_stream import make_chunker
-from embedlab.chunkfile import (FILE_PATTERN, FOLDER_RECORD, FORMAT, ChunkFileError, chunk_folder, schema,
-                                sha256_column, token_dtype, tokenizer_sha256, tokens_column)
+from embedlab.chunkfile import (DICTIONARY_COLUMNS, FILE_PATTERN, FOLDER_RECORD, FORMAT, ChunkFileError,
+                                chunk_folder, schema, sha256_column, token_dtype, tokenizer_sha256, tokens_column)
 from embedlab.cluster import connect
 from embedlab.config import EmbedConfig, to_jsonable
 from embedlab.corpus import CorpusError, Reject, short
@@ -149,7 +149,7 @@ def write_chunk_file(path: Path, tables: Any, meta: dict[str, Any]) -> tuple[int
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         try:
-            with pq.ParquetWriter(tmp, schema(meta), compression="zstd") as writer:
+            with pq.ParquetWriter(tmp, schema(meta), compression="zstd", use_dictionary=DICTIONARY_COLUMNS) as writer:
                 for table in tables:
                     writer.write_table(table, row_group_size=max(1, table.num_rows))
                     rows += table.num_rows

@@ -71,6 +71,7 @@ SUMMARY_FILES = {"embed": SUMMARY_FILE, "update": "_update_summary.json", "strea
 MERGED_DIR = "_merged"
 FAISS_DIR = "_faiss"
 STAGING_DIR = "_staging"
+DICTIONARY_COLUMNS = ["doc_id"]  # the rest are all-distinct: see benchmarks/bench_parquet_write.py
 SPLITS_DIR = "_splits"  # per corpus split: its counts and rejects, and its document-id hashes
 FORMAT_VERSION = 3  # 1: one _manifest.json rewritten per commit; 2: the commit log in _log/;
 # 3: and roll-forward commits (a format-2 writer would not finish one a crash interrupted)
@@ -358,7 +359,8 @@ class Store:
         flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
         table = pa.table({**columns, "vector": pa.FixedSizeListArray.from_arrays(flat, dim)})
         sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd", row_group_size=max(1, min(n, 8192)))
+        pq.write_table(table, sink, compression="zstd", row_group_size=max(1, min(n, 8192)),
+                       use_dictionary=DICTIONARY_COLUMNS)
         parquet_bytes = sink.getvalue().to_pybytes()
 
         faiss_bytes = shard_bytes(vectors, faiss_ids(table.column("chunk_id").to_pylist()))

@@ -154,7 +154,8 @@ def chunk_tuples(chunker, docs) -> tuple[list[tuple], list[tuple]]:
 
 EDGE_TEXTS = ["plain text.", "  leading spaces", "trailing spaces  ", "\x00control first", "last control\x07",
               "\u0301lone accent first", "accent last e\u0301", "\u00e9t\u00e9", "\u4e2d\u6587 CJK", "[SEP] tail [SEP]",
-              "\ufeffbom first", "x", ".", "\u200b", "", "a" * 300, "word " * 200 + "end\u3000", "tab\tend\t"]
+              "\ufeffbom first", "x", ".", "\u200b", "", "a" * 300, "word " * 200 + "end\u3000", "tab\tend\t",
+              "a." * 150]  # short in characters, over a window in tokens: tokenized again with offsets
 
 
 @pytest.mark.parametrize("truncate", [False, True])
@@ -167,6 +168,7 @@ def test_ids_first_tokenizing_gives_the_chunks_of_tokenizing_with_offsets(encode
     slow.ids_first = False
     docs = [Document(f"e{i}", t, "edges", i + 1) for i, t in enumerate(EDGE_TEXTS)]
     assert chunk_tuples(fast, docs) == chunk_tuples(slow, docs)
+    assert fast.chars_per_token != 4.0  # some went ids first
     for name in ("scifact", "wikipedia-vital-en"):
         records = [json.loads(x) for x in sample(name, 2000, tmp_path / f"{name}.jsonl").read_bytes().splitlines()]
         docs = [Document(r["_id"], (r.get("title", "") + " " + r["text"]).strip(), name, i + 1)

@@ -101,8 +101,8 @@ def test_disk_full_is_one_line_naming_the_file_and_the_store_resumes(corpus, tin
             assert again.returncode == 0, again.stderr
             got = files(out)
     else:  # a file size limit on the job and the workers it starts (its own cluster):
-        out = tmp_path / "out"  # part-00001.parquet (13 kB) is over it, part-00000 is not
-        line = one_line_error(embed(path, out, tiny_model, preexec_fn=limit_file_size(12_500)))
+        out = tmp_path / "out"  # part-00001.parquet (11,258 bytes) is over it, part-00000 (10,904) is not
+        line = one_line_error(embed(path, out, tiny_model, preexec_fn=limit_file_size(11_100)))
         assert "file too large (EFBIG)" in line
         listed = len(Store(out).manifest().partitions)
         again = embed(path, out, tiny_model, "--json", *shared)
