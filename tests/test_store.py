@@ -52,6 +52,21 @@ def test_writes_are_byte_identical(tmp_path):
     assert s1.manifest().to_json() == s2.manifest().to_json()  # the log's records carry times and claims
 
 
+def test_only_doc_id_is_dictionary_encoded(tmp_path):
+    """All-distinct columns (chunk ids, vectors) are written plain: a dictionary there is built and
+    thrown away (benchmarks/bench_parquet_write.py); doc_id, which repeats, keeps one."""
+    import pyarrow.parquet as pq
+
+    store, vecs, ids = make_store(tmp_path)
+    meta = pq.ParquetFile(store.root / "part-00000.parquet").metadata.row_group(0)
+    encodings = {meta.column(i).path_in_schema.split(".")[0]: meta.column(i).encodings
+                 for i in range(meta.num_columns)}
+    assert set(encodings) == {"chunk_id", "doc_id", "vector"}
+    assert "RLE_DICTIONARY" in encodings["doc_id"]
+    assert not any("DICTIONARY" in e for c in ("chunk_id", "vector") for e in encodings[c])
+    assert pq.read_table(store.root / "part-00000.parquet").column("chunk_id").to_pylist() == ids
+
+
 def test_store_folder_opens_as_one_parquet_dataset(tmp_path):
     import pyarrow.parquet as pq
 
