@@ -37,7 +37,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_pipeline import RAW, copies, env, med  # noqa: E402
-from benchmarks.common import DATA, Results, busy_note, command_line, in_turn, markdown_table, parser  # noqa: E402
+from benchmarks.common import (Results, busy_note, command_line, corpus_file, in_turn, markdown_table,  # noqa: E402
+                               near_free_encoder, parser)
 
 STAGES = r"""
 import json, sys, time
@@ -51,8 +52,7 @@ cfg = EmbedConfig(corpus=CorpusConfig(path=corpus, split_bytes=1 << 40), out=Pat
                   encode=EncodeConfig(model=model))
 (work,), _, _ = plan(cfg, 256)
 if what == "offsets":
-    real = chunking.edges_known
-    chunking.edges_known = lambda tokenizer: False  # every document tokenized with offsets
+    chunking.edges_known = lambda spec: False  # every document tokenized with offsets
 def stage():
     _, _, parts = cut_split(work)
     return list(parts)
@@ -102,14 +102,10 @@ def main() -> None:
     args = ap.parse_args()
     name = "input_budget" if args.corpus == "wikipedia-vital-en" else f"input_budget_{args.corpus}"
     results = Results(name, args.results, device=None)
-    from embedlab.testing import make_tiny_model
-
-    src = DATA / args.corpus / "corpus.jsonl.gz"
-    if not src.is_file():
-        raise SystemExit(f"{src} not found (set EMBEDLAB_DATA)")
+    src = corpus_file(args.corpus)
     with tempfile.TemporaryDirectory(prefix="bench-input-budget-") as tmp:
         work = Path(tmp)
-        tiny = str(make_tiny_model(work / "tiny", hidden=32, layers=1, max_len=256))
+        tiny = near_free_encoder(work / "tiny")
         c1, c3 = copies(src, work, 1), copies(src, work, 3)
         out = str(work / "out")
         log = lambda name, r: print(f"  {name}: {r}", file=sys.stderr, flush=True)  # noqa: E731

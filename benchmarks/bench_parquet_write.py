@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 import embedlab.store as store_module  # noqa: E402
-from benchmarks.common import DATA, Results, busy_note, command_line, in_turn, markdown_table, parser  # noqa: E402
+from benchmarks.common import Results, busy_note, command_line, corpus_file, in_turn, markdown_table, parser  # noqa: E402
 from embedlab.store import Store  # noqa: E402
 
 ROWS = 620  # chunks in one partition of the 1-layer encoder's pipeline on this corpus
@@ -69,10 +69,7 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=8)
     args = ap.parse_args()
     results = Results("parquet_write", args.results, device=None)
-    src = DATA / args.corpus / "corpus.jsonl.gz"
-    if not src.is_file():
-        raise SystemExit(f"{src} not found (set EMBEDLAB_DATA)")
-    parts = partitions(src, args.partitions)
+    parts = partitions(corpus_file(args.corpus), args.partitions)
     ours = store_module.DICTIONARY_COLUMNS
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-parquet-") as tmp:

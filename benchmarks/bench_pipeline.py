@@ -44,7 +44,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import DATA, REPO, Results, busy_note, command_line, in_turn, markdown_table, parser  # noqa: E402
+from benchmarks.common import (REPO, Results, busy_note, command_line, corpus_file, in_turn,  # noqa: E402
+                               markdown_table, near_free_encoder, parser)
 
 RAW = r"""
 import json, sys, time
@@ -188,14 +189,10 @@ def main() -> None:
     ap.add_argument("--only-chunks", action="store_true", help="run section 5 alone")
     args = ap.parse_args()
     results = Results("pipeline_chunks" if args.only_chunks else "pipeline_input", args.results, device=None)
-    from embedlab.testing import make_tiny_model
-
-    src = DATA / args.corpus / "corpus.jsonl.gz"
-    if not src.is_file():
-        raise SystemExit(f"{src} not found (set EMBEDLAB_DATA)")
+    src = corpus_file(args.corpus)
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         work = Path(tmp)
-        tiny = str(make_tiny_model(work / "tiny", hidden=32, layers=1, max_len=256))
+        tiny = near_free_encoder(work / "tiny")
         log = lambda name, r: print(f"  {name}: {r}", file=sys.stderr, flush=True)  # noqa: E731
         intro5, t5 = chunks_section(src, work, tiny, args.chunk_copies, args.repeats, log)
         if args.only_chunks:

@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 from embedlab.hardware import machine_info
 from embedlab.report import csv_text, machine_line, machine_slug, markdown_table
 
-__all__ = ["DATA", "REPO", "RESULTS", "PeakSampler", "Results", "Spread", "in_turn", "markdown_table",
-           "parser", "run_sampled", "timed"]
+__all__ = ["DATA", "REPO", "RESULTS", "PeakSampler", "Results", "Spread", "corpus_file", "in_turn",
+           "markdown_table", "near_free_encoder", "parser", "run_sampled", "timed"]
 
 RESULTS = Path(__file__).parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -217,6 +217,22 @@ def run_sampled(cmd: list[str], **kw) -> tuple[subprocess.CompletedProcess, floa
     sampler.stop.set()
     sampler.join()
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err), wall, sampler
+
+
+def corpus_file(name: str) -> Path:
+    """The BEIR corpus file of the data folder ``name``; exits with a message when it is missing."""
+    src = DATA / name / "corpus.jsonl.gz"
+    if not src.is_file():
+        raise SystemExit(f"{src} not found (set EMBEDLAB_DATA)")
+    return src
+
+
+def near_free_encoder(folder: Path) -> str:
+    """The input-ceiling check's encoder, written to ``folder``: a random 1-layer, 32-wide BERT
+    with the all-MiniLM-L6-v2 tokenizer and a 256-token window."""
+    from embedlab.testing import make_tiny_model
+
+    return str(make_tiny_model(folder, hidden=32, layers=1, max_len=256))
 
 
 def busy_note(load: float) -> str:

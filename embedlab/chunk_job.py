@@ -33,8 +33,8 @@ import numpy as np
 
 from embedlab.backends import describe
 from embedlab.chunk_stream import make_chunker
-from embedlab.chunkfile import (DICTIONARY_COLUMNS, FILE_PATTERN, FOLDER_RECORD, FORMAT, ChunkFileError,
-                                chunk_folder, schema, sha256_column, token_dtype, tokenizer_sha256, tokens_column)
+from embedlab.chunkfile import (FILE_PATTERN, FOLDER_RECORD, FORMAT, ChunkFileError, chunk_folder, schema,
+                                sha256_column, token_dtype, tokenizer_sha256, tokens_column)
 from embedlab.cluster import connect
 from embedlab.config import EmbedConfig, to_jsonable
 from embedlab.corpus import CorpusError, Reject, short
@@ -45,6 +45,7 @@ from embedlab.partition import Partition
 from embedlab.split_embed import line_offsets, merged_runs, plan
 from embedlab.simdevice import is_sim_model, parse_sim_model
 from embedlab.split_task import SplitWork, id_hashes, id_run
+from embedlab.store import DICTIONARY_COLUMNS
 
 IDS_DIR = "_ids"  # per split: the sorted run of its document-id hashes
 REJECTS_FILE = "_rejects.jsonl"

@@ -43,7 +43,6 @@ FOLDER_RECORD = "_chunks.json"
 FORMAT = 1  # the chunk file's own format version
 FILE_PATTERN = "chunks-{number:05d}.parquet"
 COLUMNS = ("chunk_id", "doc_id", "chunk_index", "char_start", "char_end", "text", "tokens", "doc_sha256")
-DICTIONARY_COLUMNS = ["doc_id"]  # the one column whose values repeat (see embedlab.store)
 
 
 class ChunkFileError(ValueError):

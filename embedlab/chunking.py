@@ -70,7 +70,8 @@ class Chunker:
         backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
         if not hasattr(backend, "encode_batch"):
             raise TypeError("chunking needs a fast (Rust) tokenizer")
-        self._tok = backend.__class__.from_str(backend.to_str())
+        spec = backend.to_str()
+        self._tok = backend.__class__.from_str(spec)
         self._tok.no_truncation()
         self._tok.no_padding()
         probe = self._tok.encode("a", add_special_tokens=True)
@@ -88,7 +89,7 @@ class Chunker:
             raise ValueError(f"overlap {overlap} must be less than half the window ({self.window})")
         self.overlap = overlap
         self.truncate = truncate
-        self.ids_first = hasattr(self._tok, "encode_batch_fast") and edges_known(self._tok)
+        self.ids_first = hasattr(self._tok, "encode_batch_fast") and edges_known(spec)
         self.chars_per_token = 4.0  # English WordPiece; each block's short documents update it
 
     def chunk(self, docs: Sequence[Document]) -> tuple[list[Chunk], list[Reject]]:
@@ -151,9 +152,8 @@ class Chunker:
                           f"the tokenizer cannot read the text: {type(e).__name__}: {str(e)[:200]}")
 
     def _whole(self, doc: Document, ids: list[int]) -> list[Chunk]:
-        """The one window of a document whose text, edge to edge, is its tokens' span."""
-        if not ids:
-            return []
+        """The one window of a document whose text, edge to edge, is its tokens' span (never
+        empty: its first character is printable ASCII)."""
         return [Chunk(chunk_id=make_chunk_id(doc.doc_id, 0), doc_id=doc.doc_id, chunk_index=0, char_start=0,
                       char_end=len(doc.text), text=doc.text,
                       input_ids=np.array(self.prefix + ids + self.suffix, dtype=np.int32))]
@@ -185,14 +185,17 @@ def _plain(ch: str) -> bool:
     return "!" <= ch <= "~"  # printable ASCII but the space
 
 
-def edges_known(tokenizer) -> bool:
+def edges_known(spec: str) -> bool:
     """Whether a text that begins and ends with printable ASCII (not a space) has its first token
     start at character 0 and its last token end at its last character: true of BERT's WordPiece
     pipeline (its normalizer keeps such characters, its pre-tokenizer makes each one part of a
     word or a token of its own, and WordPiece spans every word, as [UNK] at worst).
-    Other pipelines are not assumed to (a tokenizer may, say, strip or merge characters)."""
-    spec = json.loads(tokenizer.to_str())
-    kind = lambda part: (spec.get(part) or {}).get("type")  # noqa: E731
+    Other pipelines are not assumed to (a tokenizer may, say, strip or merge characters).
+
+    Args:
+        spec: the tokenizer's JSON (``Tokenizer.to_str()``)."""
+    pipeline = json.loads(spec)
+    kind = lambda part: (pipeline.get(part) or {}).get("type")  # noqa: E731
     return (kind("normalizer") == "BertNormalizer" and kind("pre_tokenizer") == "BertPreTokenizer"
             and kind("model") == "WordPiece")
 

@@ -71,7 +71,7 @@ SUMMARY_FILES = {"embed": SUMMARY_FILE, "update": "_update_summary.json", "strea
 MERGED_DIR = "_merged"
 FAISS_DIR = "_faiss"
 STAGING_DIR = "_staging"
-DICTIONARY_COLUMNS = ["doc_id"]  # the rest are all-distinct: see benchmarks/bench_parquet_write.py
+DICTIONARY_COLUMNS = ["doc_id"]  # in store and chunk files; the rest are all-distinct (bench_parquet_write.py)
 SPLITS_DIR = "_splits"  # per corpus split: its counts and rejects, and its document-id hashes
 FORMAT_VERSION = 3  # 1: one _manifest.json rewritten per commit; 2: the commit log in _log/;
 # 3: and roll-forward commits (a format-2 writer would not finish one a crash interrupted)
